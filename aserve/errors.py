@@ -1,0 +1,103 @@
+"""One error type for the whole server, mapped once to HTTP and once to gRPC.
+
+Every failure a client can see is a :class:`ServingError` carrying a canonical
+status code (the same vocabulary as absl/gRPC status) and TF Serving's message
+text. The REST front end turns it into ``{"error": message}`` with the HTTP
+status of :func:`http_status`; the gRPC front end aborts the call with
+:func:`grpc_code` and the message cut by :func:`grpc_message`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class Code(enum.IntEnum):
+    """Canonical status codes (``tensorflow.error.Code`` / ``grpc.StatusCode``)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class ServingError(Exception):
+    """A request or load failure with a canonical code and a client-facing message."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ServingError({self.code.name}, {self.message!r})"
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+def invalid_argument(message: str) -> ServingError:
+    return ServingError(Code.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServingError:
+    return ServingError(Code.NOT_FOUND, message)
+
+
+def failed_precondition(message: str) -> ServingError:
+    return ServingError(Code.FAILED_PRECONDITION, message)
+
+
+# TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
+_HTTP_STATUS: Final[dict[Code, int]] = {
+    Code.OK: 200,
+    Code.CANCELLED: 499,
+    Code.UNKNOWN: 500,
+    Code.INVALID_ARGUMENT: 400,
+    Code.DEADLINE_EXCEEDED: 504,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.PERMISSION_DENIED: 403,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.FAILED_PRECONDITION: 400,
+    Code.ABORTED: 409,
+    Code.OUT_OF_RANGE: 400,
+    Code.UNIMPLEMENTED: 501,
+    Code.INTERNAL: 500,
+    Code.UNAVAILABLE: 503,
+    Code.DATA_LOSS: 500,
+    Code.UNAUTHENTICATED: 401,
+}
+
+GRPC_MESSAGE_LIMIT: Final = 1024
+
+
+def http_status(code: Code) -> int:
+    return _HTTP_STATUS.get(code, 500)
+
+
+def grpc_code(code: Code) -> "grpc.StatusCode":  # type: ignore[name-defined]  # noqa: F821
+    import grpc  # local: the REST-only path and flag parsing never need grpc
+
+    return grpc.StatusCode[code.name]
+
+
+def grpc_message(message: str) -> str:
+    """TF Serving cuts gRPC error messages at 1024 characters (grpc_status_util.cc)."""
+    if len(message) <= GRPC_MESSAGE_LIMIT:
+        return message
+    return message[:GRPC_MESSAGE_LIMIT] + "...TRUNCATED"
