@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from aserve.versions import (
+    AllVersions,
+    Latest,
+    Specific,
+    aspired_versions,
+    list_version_dirs,
+    missing_specific_versions,
+    parse_listing,
+    version_of,
+)
+
+
+@pytest.mark.parametrize(
+    ("entry", "version"),
+    [("1", 1), ("00000123", 123), ("0", 0), ("abc", None), ("1a", None), ("-1", None), ("", None),
+     (".staging-1", None), ("1.0", None)],
+)
+def test_version_of(entry: str, version: int | None) -> None:
+    assert version_of(entry) == version
+
+
+def test_parse_listing_ignores_non_versions_and_keeps_first_spelling() -> None:
+    listing = parse_listing("/m", ["001", "1", "2", "tmp"], ["README"])
+    assert listing.versions == {1: "/m/001", 2: "/m/2"}
+    assert listing.ignored == ("README", "tmp")
+
+
+FOUND = {1: "/m/1", 3: "/m/3", 7: "/m/7"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (Latest(), [7]),
+        (Latest(0), [7]),
+        (Latest(2), [3, 7]),
+        (Latest(10), [1, 3, 7]),
+        (AllVersions(), [1, 3, 7]),
+        (Specific(frozenset({3, 9})), [3]),
+        (Specific(frozenset()), []),
+    ],
+)
+def test_aspired_versions(policy: Latest | AllVersions | Specific, expected: list[int]) -> None:
+    assert aspired_versions(policy, FOUND) == {v: FOUND[v] for v in expected}
+
+
+def test_missing_specific_versions() -> None:
+    assert missing_specific_versions(Specific(frozenset({3, 9, 8})), FOUND) == [8, 9]
+    assert missing_specific_versions(Latest(), FOUND) == []
+
+
+def test_list_version_dirs_reads_only_directories(tmp_path: Path) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").write_text("a file named like a version")
+    (tmp_path / "assets").mkdir()
+    listing = list_version_dirs(str(tmp_path))
+    assert listing.versions == {1: str(tmp_path / "1")}
+    assert listing.ignored == ("2", "assets")
+    with pytest.raises(OSError):
+        list_version_dirs(str(tmp_path / "missing"))
