@@ -92,7 +92,9 @@ def from_proto(proto: Any) -> ServingConfig | None:
     models: dict[str, ModelConfig] = {}
     for model in proto.model_config_list.config:
         if model.name in models:
-            raise invalid_argument(f"Illegal to list model {model.name} multiple times in config list")
+            raise invalid_argument(
+                f"Illegal to list model {model.name} multiple times in config list"
+            )
         models[model.name] = _model_config(model)
     return ServingConfig(MappingProxyType(models))
 

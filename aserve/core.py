@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from aserve.manager import Manager, RetryPolicy
 from aserve.monitor import Monitor
 from aserve.pool import WorkerPool
 from aserve.registry import Registry, Servable
+from aserve.source import Source
 
 log = logging.getLogger("aserve.core")
 
@@ -51,8 +52,6 @@ class ServerCore:
     def __init__(
         self, *, options: CoreOptions, pool: WorkerPool, load_model: Callable[[str], Any]
     ) -> None:
-        from aserve.source import Source  # noqa: PLC0415 - keeps import order acyclic
-
         self.options = options
         self.pool = pool
         self.monitor = Monitor()
@@ -108,7 +107,7 @@ class ServerCore:
         return change
 
     async def reload(self, new: ServingConfig | None) -> None:
-        """Apply ``new`` and wait until every added model has settled (HandleReloadConfigRequest)."""
+        """Apply ``new``, then wait until every added model has settled (gRPC reloads)."""
         change = await self.apply(new)
         added = [m.name for m in change.added]
         await self.wait_settled(added)
@@ -171,7 +170,9 @@ class ServerCore:
                 if version not in available:
                     log.warning(
                         "model %s: label %r names version %d, which did not become available",
-                        model.name, label, version,
+                        model.name,
+                        label,
+                        version,
                     )
 
     async def _load(self, id: ServableId, path: str) -> Servable:
@@ -186,4 +187,5 @@ def _describe(change: ConfigDiff) -> str:
     def names(models: Iterable[ModelConfig]) -> str:
         return ", ".join(m.name for m in models) or "-"
 
-    return f"added {names(change.added)}; removed {names(change.removed)}; changed {names(change.changed)}"
+    added, removed, changed = names(change.added), names(change.removed), names(change.changed)
+    return f"added {added}; removed {removed}; changed {changed}"

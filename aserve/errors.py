@@ -90,7 +90,7 @@ def http_status(code: Code) -> int:
     return _HTTP_STATUS.get(code, 500)
 
 
-def grpc_code(code: Code) -> "grpc.StatusCode":  # type: ignore[name-defined]  # noqa: F821
+def grpc_code(code: Code) -> grpc.StatusCode:  # type: ignore[name-defined]  # noqa: F821
     import grpc  # local: the REST-only path and flag parsing never need grpc
 
     return grpc.StatusCode[code.name]

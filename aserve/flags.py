@@ -31,29 +31,56 @@ __all__ = ["IMPLEMENTED", "HelpRequested", "ServerOptions", "UsageError", "parse
 
 # Flags whose behaviour aserve implements. Every other TF flag is accepted, reported in
 # ServerOptions.ignored_flags when given, and marked "no effect yet" in --help.
-IMPLEMENTED: Final[frozenset[str]] = frozenset({
-    # serving endpoints
-    "port", "grpc_socket_path", "rest_api_port", "rest_api_timeout_in_ms",
-    "rest_api_enable_cors_support", "grpc_channel_arguments", "grpc_max_threads",
-    "enable_grpc_healthcheck_service", "enable_serialization_as_tensor_content",
-    # models
-    "model_config_file", "model_config_file_poll_wait_seconds", "model_name", "model_base_path",
-    "num_load_threads", "num_unload_threads", "max_num_load_retries",
-    "load_retry_interval_micros", "file_system_poll_wait_seconds",
-    "allow_version_labels_for_unavailable_models", "saved_model_tags",
-    "enable_signature_method_name_check", "enable_model_warmup",
-    "num_request_iterations_for_warmup",
-    # batching
-    "enable_batching", "batching_parameters_file",
-    # TensorFlow
-    "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
-    "tensorflow_inter_op_parallelism", "per_process_gpu_memory_fraction",
-    # TLS / monitoring / general
-    "ssl_config_file", "monitoring_config_file", "version",
-    # aserve extensions (always implemented)
-    "host", "rest_api_host", "grpc_host", "rest_api_max_body_bytes", "num_worker_threads",
-    "device", "log_level", "shutdown_grace_seconds",
-})
+IMPLEMENTED: Final[frozenset[str]] = frozenset(
+    {
+        # serving endpoints
+        "port",
+        "grpc_socket_path",
+        "rest_api_port",
+        "rest_api_timeout_in_ms",
+        "rest_api_enable_cors_support",
+        "grpc_channel_arguments",
+        "grpc_max_threads",
+        "enable_grpc_healthcheck_service",
+        "enable_serialization_as_tensor_content",
+        # models
+        "model_config_file",
+        "model_config_file_poll_wait_seconds",
+        "model_name",
+        "model_base_path",
+        "num_load_threads",
+        "num_unload_threads",
+        "max_num_load_retries",
+        "load_retry_interval_micros",
+        "file_system_poll_wait_seconds",
+        "allow_version_labels_for_unavailable_models",
+        "saved_model_tags",
+        "enable_signature_method_name_check",
+        "enable_model_warmup",
+        "num_request_iterations_for_warmup",
+        # batching
+        "enable_batching",
+        "batching_parameters_file",
+        # TensorFlow
+        "tensorflow_session_parallelism",
+        "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
+        "per_process_gpu_memory_fraction",
+        # TLS / monitoring / general
+        "ssl_config_file",
+        "monitoring_config_file",
+        "version",
+        # aserve extensions (always implemented)
+        "host",
+        "rest_api_host",
+        "grpc_host",
+        "rest_api_max_body_bytes",
+        "num_worker_threads",
+        "device",
+        "log_level",
+        "shutdown_grace_seconds",
+    }
+)
 
 _ALIASES: Final[Mapping[str, str]] = {"config": "model_config_file"}
 _HELP_WORDS: Final = frozenset({"--help", "-help", "-h"})
@@ -244,112 +271,151 @@ class ServerOptions:
 
     # serving endpoints
     port: int = _flag(8500, _PORT, _ENDPOINTS, "gRPC TCP port; 0 = no TCP gRPC listener")
-    grpc_socket_path: str = _flag(
-        "", _PATH, _ENDPOINTS, "also serve gRPC on this UNIX socket path")
+    grpc_socket_path: str = _flag("", _PATH, _ENDPOINTS, "also serve gRPC on this UNIX socket path")
     rest_api_port: int = _flag(8501, _PORT, _ENDPOINTS, "HTTP/REST port; 0 = REST disabled")
     rest_api_num_threads: int = _flag(
-        4 * _CPUS, _THREADS, _ENDPOINTS, "HTTP worker threads", shown=_4CPUS)
+        4 * _CPUS, _THREADS, _ENDPOINTS, "HTTP worker threads", shown=_4CPUS
+    )
     rest_api_timeout_in_ms: int = _flag(
-        30000, _I32, _ENDPOINTS, "per-REST-call model run timeout; <= 0 = none")
+        30000, _I32, _ENDPOINTS, "per-REST-call model run timeout; <= 0 = none"
+    )
     rest_api_enable_cors_support: bool = _flag(
-        False, _BOOL, _ENDPOINTS, "add CORS headers to REST responses")
+        False, _BOOL, _ENDPOINTS, "add CORS headers to REST responses"
+    )
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = _flag(
-        (), _CHANNEL_ARGS, _ENDPOINTS, "gRPC server options, e.g. grpc.max_connection_age_ms=2000")
+        (), _CHANNEL_ARGS, _ENDPOINTS, "gRPC server options, e.g. grpc.max_connection_age_ms=2000"
+    )
     grpc_max_threads: int = _flag(
-        4 * _CPUS, _THREADS, _ENDPOINTS, "max gRPC server threads", shown=_4CPUS)
+        4 * _CPUS, _THREADS, _ENDPOINTS, "max gRPC server threads", shown=_4CPUS
+    )
     enable_grpc_healthcheck_service: bool = _flag(
-        False, _BOOL, _ENDPOINTS, "serve the standard grpc.health.v1.Health service")
+        False, _BOOL, _ENDPOINTS, "serve the standard grpc.health.v1.Health service"
+    )
     enable_serialization_as_tensor_content: bool = _flag(
-        False, _BOOL, _ENDPOINTS, "gRPC Predict replies use TensorProto.tensor_content")
+        False, _BOOL, _ENDPOINTS, "gRPC Predict replies use TensorProto.tensor_content"
+    )
     enable_profiler: bool = _flag(
-        True, _BOOL, _ENDPOINTS, "serve TensorFlow's ProfilerService on the gRPC port")
+        True, _BOOL, _ENDPOINTS, "serve TensorFlow's ProfilerService on the gRPC port"
+    )
     # models
     model_config_file: str = _flag(
-        "", _PATH, _MODELS, "text ModelServerConfig; overrides --model_name/--model_base_path")
+        "", _PATH, _MODELS, "text ModelServerConfig; overrides --model_name/--model_base_path"
+    )
     model_config_file_poll_wait_seconds: int = _flag(
-        0, _I32, _MODELS, "re-read --model_config_file every N s; 0 = read once")
+        0, _I32, _MODELS, "re-read --model_config_file every N s; 0 = read once"
+    )
     model_name: str = _flag("model", _STR, _MODELS, "model name in single-model mode")
     model_base_path: str = _flag(
-        "", _PATH, _MODELS, "directory of numeric version dirs (single-model mode)")
+        "", _PATH, _MODELS, "directory of numeric version dirs (single-model mode)"
+    )
     num_load_threads: int = _flag(0, _COUNT, _MODELS, "model-load threads; 0 = load serially")
-    num_unload_threads: int = _flag(
-        0, _COUNT, _MODELS, "model-unload threads; 0 = unload serially")
+    num_unload_threads: int = _flag(0, _COUNT, _MODELS, "model-unload threads; 0 = unload serially")
     max_num_load_retries: int = _flag(
-        5, _COUNT, _MODELS, "load retries after a failed load; 0 = one attempt")
+        5, _COUNT, _MODELS, "load retries after a failed load; 0 = one attempt"
+    )
     load_retry_interval_micros: int = _flag(
-        60_000_000, _I64, _MODELS, "wait between load retries; negative = no wait")
+        60_000_000, _I64, _MODELS, "wait between load retries; negative = no wait"
+    )
     file_system_poll_wait_seconds: int = _flag(
-        1, _I32, _MODELS, "version-directory poll period; 0 = once, negative = never")
+        1, _I32, _MODELS, "version-directory poll period; 0 = once, negative = never"
+    )
     flush_filesystem_caches: bool = _flag(
-        True, _BOOL, _MODELS, "flush filesystem caches after loads")
+        True, _BOOL, _MODELS, "flush filesystem caches after loads"
+    )
     allow_version_labels_for_unavailable_models: bool = _flag(
-        False, _BOOL, _MODELS, "allow a new label to point at a version not yet AVAILABLE")
+        False, _BOOL, _MODELS, "allow a new label to point at a version not yet AVAILABLE"
+    )
     saved_model_tags: tuple[str, ...] = _flag(
-        ("serve",), _TAGS, _MODELS, "comma-separated MetaGraph tags to load")
+        ("serve",), _TAGS, _MODELS, "comma-separated MetaGraph tags to load"
+    )
     enable_model_warmup: bool = _flag(
-        True, _BOOL, _MODELS, "replay assets.extra/tf_serving_warmup_requests at load")
+        True, _BOOL, _MODELS, "replay assets.extra/tf_serving_warmup_requests at load"
+    )
     num_request_iterations_for_warmup: int = _flag(
-        0, _COUNT, _MODELS, "replay each warmup record N times if N > 0")
+        0, _COUNT, _MODELS, "replay each warmup record N times if N > 0"
+    )
     enable_signature_method_name_check: bool = _flag(
-        False, _BOOL, _MODELS, "require SignatureDef method_name to match the API called")
+        False, _BOOL, _MODELS, "require SignatureDef method_name to match the API called"
+    )
     remove_unused_fields_from_bundle_metagraph: bool = _flag(
-        True, _BOOL, _MODELS, "keep only signature_def of the MetaGraphDef in memory")
+        True, _BOOL, _MODELS, "keep only signature_def of the MetaGraphDef in memory"
+    )
     prefer_tflite_model: bool = _flag(
-        False, _BOOL, _MODELS, "EXPERIMENTAL: load model.tflite instead of saved_model.pb")
+        False, _BOOL, _MODELS, "EXPERIMENTAL: load model.tflite instead of saved_model.pb"
+    )
     num_tflite_pools: int = _flag(
-        _CPUS, _THREADS, _MODELS, "EXPERIMENTAL: TFLite interpreter pools",
-        shown=f"{_CPUS} = CPUs")
+        _CPUS, _THREADS, _MODELS, "EXPERIMENTAL: TFLite interpreter pools", shown=f"{_CPUS} = CPUs"
+    )
     num_tflite_interpreters_per_pool: int = _flag(
-        1, _THREADS, _MODELS, "EXPERIMENTAL: TFLite interpreters per pool")
+        1, _THREADS, _MODELS, "EXPERIMENTAL: TFLite interpreters per pool"
+    )
     # batching
     enable_batching: bool = _flag(False, _BOOL, _BATCHING, "batch requests on the server")
     batching_parameters_file: str = _flag(
-        "", _PATH, _BATCHING, "text BatchingParameters; needs --enable_batching")
+        "", _PATH, _BATCHING, "text BatchingParameters; needs --enable_batching"
+    )
     enable_per_model_batching_parameters: bool = _flag(
-        False, _BOOL, _BATCHING, "read <version_dir>/batching_params.pbtxt per model")
+        False, _BOOL, _BATCHING, "read <version_dir>/batching_params.pbtxt per model"
+    )
     # TensorFlow
     tensorflow_session_parallelism: int = _flag(
-        0, _I64, _TF, "threads for both intra- and inter-op pools; 0 = auto")
+        0, _I64, _TF, "threads for both intra- and inter-op pools; 0 = auto"
+    )
     tensorflow_intra_op_parallelism: int = _flag(
-        0, _I64, _TF, "threads to parallelise one op; 0 = auto")
-    tensorflow_inter_op_parallelism: int = _flag(
-        0, _I64, _TF, "ops run concurrently; 0 = auto")
+        0, _I64, _TF, "threads to parallelise one op; 0 = auto"
+    )
+    tensorflow_inter_op_parallelism: int = _flag(0, _I64, _TF, "ops run concurrently; 0 = auto")
     tensorflow_session_config_file: str = _flag(
-        "", _PATH, _TF, "text TensorFlow ConfigProto for sessions")
+        "", _PATH, _TF, "text TensorFlow ConfigProto for sessions"
+    )
     per_process_gpu_memory_fraction: float = _flag(
-        0.0, _FRACTION, _TF, "fraction of GPU memory to claim; 0 = TensorFlow decides")
+        0.0, _FRACTION, _TF, "fraction of GPU memory to claim; 0 = TensorFlow decides"
+    )
     platform_config_file: str = _flag(
-        "", _PATH, _TF, "text PlatformConfigMap replacing the built-in TensorFlow platform")
-    xla_cpu_compilation_enabled: bool = _flag(
-        False, _BOOL, _TF, "EXPERIMENTAL: enable XLA:CPU JIT")
+        "", _PATH, _TF, "text PlatformConfigMap replacing the built-in TensorFlow platform"
+    )
+    xla_cpu_compilation_enabled: bool = _flag(False, _BOOL, _TF, "EXPERIMENTAL: enable XLA:CPU JIT")
     xla_gpu_compilation_enabled: bool = _flag(
-        False, _BOOL, _TF, "EXPERIMENTAL: enable XLA:CPU and XLA:GPU JIT")
+        False, _BOOL, _TF, "EXPERIMENTAL: enable XLA:CPU and XLA:GPU JIT"
+    )
     thread_pool_factory_config_file: str = _flag(
-        "", _PATH, _TF, "text ThreadPoolFactoryConfig for per-request thread pools")
+        "", _PATH, _TF, "text ThreadPoolFactoryConfig for per-request thread pools"
+    )
     mixed_precision: str = _flag("", _STR, _TF, "mixed-precision mode; only bfloat16 is known")
     skip_initialize_tpu: bool = _flag(False, _BOOL, _TF, "skip TPU system initialisation")
     # TLS and monitoring
     ssl_config_file: str = _flag("", _PATH, _SECURITY, "text SSLConfig: serve gRPC over TLS")
     use_alts_credentials: bool = _flag(
-        False, _BOOL, _SECURITY, "use Google ALTS credentials for gRPC")
+        False, _BOOL, _SECURITY, "use Google ALTS credentials for gRPC"
+    )
     monitoring_config_file: str = _flag(
-        "", _PATH, _SECURITY, "text MonitoringConfig (Prometheus endpoint on the REST port)")
+        "", _PATH, _SECURITY, "text MonitoringConfig (Prometheus endpoint on the REST port)"
+    )
     # aserve extensions
     host: str = _flag("0.0.0.0", _HOST, _ASERVE, "listen address for both REST and gRPC")
     rest_api_host: str = _flag(
-        "", _HOST_OR_EMPTY, _ASERVE, "listen address for REST", shown="the value of --host")
+        "", _HOST_OR_EMPTY, _ASERVE, "listen address for REST", shown="the value of --host"
+    )
     grpc_host: str = _flag(
-        "", _HOST_OR_EMPTY, _ASERVE, "listen address for TCP gRPC", shown="the value of --host")
+        "", _HOST_OR_EMPTY, _ASERVE, "listen address for TCP gRPC", shown="the value of --host"
+    )
     rest_api_max_body_bytes: int = _flag(
-        64 * 1024 * 1024, _BYTES, _ASERVE, "larger REST request bodies get HTTP 413")
+        64 * 1024 * 1024, _BYTES, _ASERVE, "larger REST request bodies get HTTP 413"
+    )
     num_worker_threads: int = _flag(
-        0, _COUNT, _ASERVE, "TensorFlow worker-pool size; 0 = number of CPUs")
+        0, _COUNT, _ASERVE, "TensorFlow worker-pool size; 0 = number of CPUs"
+    )
     device: str = _flag(
-        "", _STR, _ASERVE, "place every model on this device, e.g. /device:GPU:0; empty = "
-        "keep the SavedModel's own placement")
+        "",
+        _STR,
+        _ASERVE,
+        "place every model on this device, e.g. /device:GPU:0; empty = "
+        "keep the SavedModel's own placement",
+    )
     log_level: str = _flag("info", _LEVEL, _ASERVE, "debug, info, warning or error")
     shutdown_grace_seconds: float = _flag(
-        5.0, _SECONDS, _ASERVE, "on SIGTERM/SIGINT, wait this long for in-flight requests")
+        5.0, _SECONDS, _ASERVE, "on SIGTERM/SIGINT, wait this long for in-flight requests"
+    )
     # general
     version: bool = _flag(False, _BOOL, _GENERAL, "print versions and exit")
 
@@ -449,8 +515,11 @@ def _flag_name(word: str) -> str:
 
 
 def _looks_like_flag(word: str) -> bool:
-    return word.startswith("--") or word in _HELP_WORDS or (
-        word.startswith("-") and _flag_name(word).partition("=")[0] in _FLAGS)
+    return (
+        word.startswith("--")
+        or word in _HELP_WORDS
+        or (word.startswith("-") and _flag_name(word).partition("=")[0] in _FLAGS)
+    )
 
 
 def _convert(name: str, text: str) -> object:
@@ -465,21 +534,25 @@ def _convert(name: str, text: str) -> object:
 
 def _check_grpc_listener(options: ServerOptions) -> None:
     if options.port == 0 and not options.grpc_socket_path:
-        raise UsageError("At least one of server_options.grpc_port or "
-                         "server_options.grpc_socket_path must be set.")
+        raise UsageError(
+            "At least one of server_options.grpc_port or "
+            "server_options.grpc_socket_path must be set."
+        )
 
 
 def _check_credentials(options: ServerOptions) -> None:
     if options.use_alts_credentials and options.ssl_config_file:
-        raise UsageError("Either use_alts_credentials must be false or "
-                         "ssl_config_file must be empty.")
+        raise UsageError(
+            "Either use_alts_credentials must be false or ssl_config_file must be empty."
+        )
 
 
 def _check_models(options: ServerOptions) -> None:
     config, base = options.model_config_file, options.model_base_path
     if not config and not base:
-        raise UsageError("Both server_options.model_base_path and "
-                         "server_options.model_config_file are empty!")
+        raise UsageError(
+            "Both server_options.model_base_path and server_options.model_config_file are empty!"
+        )
     if config and not os.path.exists(config):
         raise UsageError(f"--model_config_file={config} does not exist")
     if config and not os.path.isfile(config):
@@ -490,21 +563,35 @@ def _check_models(options: ServerOptions) -> None:
 
 def _check_batching(options: ServerOptions) -> None:
     if options.batching_parameters_file and not options.enable_batching:
-        raise UsageError("server_options.batching_parameters_file is set without setting "
-                         "server_options.enable_batching to true.")
+        raise UsageError(
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
 
 
 def _check_parallelism(options: ServerOptions) -> None:
-    if min(options.tensorflow_session_parallelism, options.tensorflow_intra_op_parallelism,
-           options.tensorflow_inter_op_parallelism) > 0:
-        raise UsageError("Either configure server_options.tensorflow_session_parallelism or "
-                         "(server_options.tensorflow_intra_op_parallelism, "
-                         "server_options.tensorflow_inter_op_parallelism) separately. "
-                         "You cannot configure all.")
+    if (
+        min(
+            options.tensorflow_session_parallelism,
+            options.tensorflow_intra_op_parallelism,
+            options.tensorflow_inter_op_parallelism,
+        )
+        > 0
+    ):
+        raise UsageError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. "
+            "You cannot configure all."
+        )
 
 
 _CHECKS: Final[tuple[Callable[[ServerOptions], None], ...]] = (
-    _check_grpc_listener, _check_credentials, _check_models, _check_batching, _check_parallelism,
+    _check_grpc_listener,
+    _check_credentials,
+    _check_models,
+    _check_batching,
+    _check_parallelism,
 )
 
 # --- help and version --------------------------------------------------------------------------
@@ -524,8 +611,9 @@ def _help_text() -> str:
     for group in _GROUPS:
         lines.append(f"{group}:")
         lines.extend(_help_row(name, spec) for name, spec in _FLAGS.items() if spec.group == group)
-        lines.extend(_alias_row(alias, target) for alias, target in _ALIASES.items()
-                     if group == _ASERVE)
+        lines.extend(
+            _alias_row(alias, target) for alias, target in _ALIASES.items() if group == _ASERVE
+        )
         if group == _GENERAL:
             lines.append("  --help, -h\n      print this help and exit")
         lines.append("")
@@ -547,8 +635,10 @@ def _alias_row(alias: str, target: str) -> str:
 def _version_text() -> str:
     aserve = _distribution_version(("aserve",)) or "unknown"
     tensorflow = _distribution_version(("tensorflow", "tensorflow-cpu", "tf-nightly"))
-    return (f"TensorFlow ModelServer: aserve {aserve}\n"
-            f"TensorFlow Library: {tensorflow or 'not installed'}\n")
+    return (
+        f"TensorFlow ModelServer: aserve {aserve}\n"
+        f"TensorFlow Library: {tensorflow or 'not installed'}\n"
+    )
 
 
 def _distribution_version(names: Sequence[str]) -> str | None:

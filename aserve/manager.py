@@ -4,9 +4,9 @@ This is TF Serving's AspiredVersionsManager on one event loop. A source hands
 it the *complete* set of versions it wants per model; leaving a version out
 means "unload it":
 
-    manager.set_aspired_versions("m", {1: "/models/m/1"})   # v1 loads
-    manager.set_aspired_versions("m", {2: "/models/m/2"})   # v2 loads; v1 unloads once v2 is AVAILABLE
-    manager.set_aspired_versions("m", {})                   # everything of m unloads
+    manager.set_aspired_versions("m", {1: "/models/m/1"})  # v1 loads
+    manager.set_aspired_versions("m", {2: "/models/m/2"})  # v2 loads; v1 unloads after
+    manager.set_aspired_versions("m", {})                  # everything of m unloads
 
 One reconciler task wakes on every new aspired set and every finished load or
 unload, then (1) applies pending aspired sets, (2) forgets ended versions that
@@ -78,8 +78,10 @@ class Manager:
         """True once every aspired version of ``name`` is AVAILABLE or has ended."""
         harnesses = self._harnesses.get(name, {})
         aspired = [h for h in harnesses.values() if h.aspired]
-        return name not in self._pending and bool(aspired) and all(
-            h.state is State.READY or h.state.ended for h in aspired
+        return (
+            name not in self._pending
+            and bool(aspired)
+            and all(h.state is State.READY or h.state.ended for h in aspired)
         )
 
     def load_errors(self, name: str) -> dict[int, ServingError]:
@@ -171,7 +173,11 @@ class Manager:
                 return error
             log.warning(
                 "%s: load attempt %d of %d failed, retrying in %g s: %s",
-                harness.id, attempt, attempts, self._retry.interval_seconds, error,
+                harness.id,
+                attempt,
+                attempts,
+                self._retry.interval_seconds,
+                error,
             )
             await asyncio.sleep(max(self._retry.interval_seconds, 0.0))
             if not harness.aspired:
@@ -196,7 +202,9 @@ class Manager:
         """Stop loading, let requests finish (up to the grace period), unload everything."""
         for task in self._loads:
             task.cancel()
-        ready = [h for hs in self._harnesses.values() for h in hs.values() if h.state is State.READY]
+        ready = [
+            h for hs in self._harnesses.values() for h in hs.values() if h.state is State.READY
+        ]
         for harness in ready:
             harness.aspired = False
             harness.transition(State.UNLOADING)
@@ -216,10 +224,10 @@ class Manager:
         if harness.state is State.NEW:
             log.info("%s: START (%s)", harness.id, harness.path)
             return
-        line = f"{harness.id}: {before.public.name} -> {harness.state.public.name} in {elapsed:.1f} s"
+        line = (
+            f"{harness.id}: {before.public.name} -> {harness.state.public.name} in {elapsed:.1f} s"
+        )
         if harness.error is not None:
             log.error("%s: %s", line, harness.error)
         else:
             log.info("%s", line)
-
-

@@ -36,9 +36,7 @@ def next_action(snapshots: Sequence[VersionSnapshot]) -> tuple[Action, int] | No
     has_aspired = any(s.aspired for s in snapshots)
     has_aspired_serving = any(s.aspired and s.state is State.READY for s in snapshots)
     unaspired_serving = [s.version for s in snapshots if not s.aspired and s.state is State.READY]
-    if unaspired_serving and (
-        not has_aspired or has_aspired_serving or len(unaspired_serving) > 1
-    ):
+    if unaspired_serving and (not has_aspired or has_aspired_serving or len(unaspired_serving) > 1):
         return Action.UNLOAD, min(unaspired_serving)
     new = [s.version for s in snapshots if s.aspired and s.state is State.NEW]
     if new:

@@ -98,7 +98,9 @@ class Registry:
 
     def add(self, servable: Servable) -> None:
         view = self._view(servable.id.name)
-        self._publish(servable.id.name, {**view.versions, servable.id.version: servable}, view.labels)
+        self._publish(
+            servable.id.name, {**view.versions, servable.id.version: servable}, view.labels
+        )
 
     def remove(self, servable: Servable) -> None:
         view = self._view(servable.id.name)
@@ -144,7 +146,9 @@ class Registry:
     def _view(self, name: str) -> ModelView:
         return self._models.get(name) or ModelView()
 
-    def _publish(self, name: str, versions: Mapping[int, Servable], labels: Mapping[str, int]) -> None:
+    def _publish(
+        self, name: str, versions: Mapping[int, Servable], labels: Mapping[str, int]
+    ) -> None:
         if versions or labels:
             self._models[name] = ModelView.build(versions, labels)
         else:

@@ -70,12 +70,19 @@ class Source:
         if self._models.get(model.name) is not model:
             return  # the config changed while we were listing
         self._log_news(model, listing)
-        self._manager.set_aspired_versions(model.name, aspired_versions(model.policy, listing.versions))
+        self._manager.set_aspired_versions(
+            model.name, aspired_versions(model.policy, listing.versions)
+        )
 
     def _log_news(self, model: ModelConfig, listing: Listing) -> None:
         seen = self._ignored.setdefault(model.name, set())
         for entry in sorted(set(listing.ignored) - seen):
-            log.info("model %s: ignoring %r in %s: not a version number", model.name, entry, model.base_path)
+            log.info(
+                "model %s: ignoring %r in %s: not a version number",
+                model.name,
+                entry,
+                model.base_path,
+            )
         seen.update(listing.ignored)
         problem = ""
         if not listing.versions:

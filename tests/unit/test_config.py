@@ -31,7 +31,9 @@ def test_full_model_config() -> None:
         """
     )
     a, b, c, d = config.models.values()
-    assert a == ModelConfig("a", "/models/a", Specific(frozenset({1, 2})), {"stable": 1, "canary": 2})
+    assert a == ModelConfig(
+        "a", "/models/a", Specific(frozenset({1, 2})), {"stable": 1, "canary": 2}
+    )
     assert b.base_path == os.path.abspath("rel/b") and b.policy == AllVersions()
     assert c.policy == Latest(3) and c.platform == "tensorflow"
     assert d.policy == Latest(1)
@@ -45,16 +47,24 @@ def test_empty_file_means_no_action() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("improperly formatted file",
-         'Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1: Message type '
-         '"tensorflow.serving.ModelServerConfig" has no field named "improperly".'),
-        ('model_config_list { config { name: "a" base_path: "/a" } config { name: "a" base_path: "/b" } }',
-         "Illegal to list model a multiple times in config list"),
-        ('model_config_list { config { name: "a" base_path: "/a" model_platform: "pytorch" } }',
-         "Model a requests unsupported platform pytorch"),
-        ('model_config_list { config { name: "a" base_path: "gs://bucket/a" } }',
-         "Model a has base_path gs://bucket/a: aserve serves local folders only"),
-        ('custom_model_config { }', "ModelServer does not yet support custom model config."),
+        (
+            "improperly formatted file",
+            "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1: Message type "
+            '"tensorflow.serving.ModelServerConfig" has no field named "improperly".',
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/a" } config { name: "a" base_path: "/b" } }',
+            "Illegal to list model a multiple times in config list",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/a" model_platform: "pytorch" } }',
+            "Model a requests unsupported platform pytorch",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "gs://bucket/a" } }',
+            "Model a has base_path gs://bucket/a: aserve serves local folders only",
+        ),
+        ("custom_model_config { }", "ModelServer does not yet support custom model config."),
     ],
 )
 def test_invalid_configs(text: str, message: str) -> None:

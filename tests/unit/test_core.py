@@ -119,7 +119,9 @@ def test_broken_version_ends_with_its_error_and_old_keeps_serving(tmp_path: Path
         status = core.monitor.versions("m")
         assert status[2].error is not None and status[2].error.code is Code.NOT_FOUND
         assert states(core) == {2: "END", 1: "AVAILABLE"}
-        assert [s.state for s in core.monitor.log() if s.id.version == 2].count(ModelState.LOADING) == 1
+        assert [s.state for s in core.monitor.log() if s.id.version == 2].count(
+            ModelState.LOADING
+        ) == 1
 
     run(scenario)
 
@@ -144,7 +146,9 @@ def test_policy_all_and_specific(tmp_path: Path) -> None:
     async def scenario(core: ServerCore) -> None:
         await core.start(ServingConfig.of(ModelConfig("m", str(tmp_path), AllVersions())))
         await until(core, lambda: states(core) == {3: "AVAILABLE", 2: "AVAILABLE", 1: "AVAILABLE"})
-        await core.apply(ServingConfig.of(ModelConfig("m", str(tmp_path), Specific(frozenset({2})))))
+        await core.apply(
+            ServingConfig.of(ModelConfig("m", str(tmp_path), Specific(frozenset({2}))))
+        )
         await until(core, lambda: states(core) == {3: "END", 2: "AVAILABLE", 1: "END"})
 
     run(scenario)
@@ -179,7 +183,9 @@ def test_reload_label_rules(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_unchanged_or_new_labels_may_name_unavailable_versions_with_the_flag(tmp_path: Path) -> None:
+def test_unchanged_or_new_labels_may_name_unavailable_versions_with_the_flag(
+    tmp_path: Path,
+) -> None:
     version(tmp_path, 1)
     both = Specific(frozenset({1, 2}))
 
@@ -189,7 +195,9 @@ def test_unchanged_or_new_labels_may_name_unavailable_versions_with_the_flag(tmp
         await until(core, lambda: states(core) == {1: "AVAILABLE"})
         await core.apply(ServingConfig.of(ModelConfig("m", base, both, {"stable": 1, "canary": 2})))
         try:
-            await core.apply(ServingConfig.of(ModelConfig("m", base, both, {"stable": 2, "canary": 2})))
+            await core.apply(
+                ServingConfig.of(ModelConfig("m", base, both, {"stable": 2, "canary": 2}))
+            )
         except ServingError as e:
             assert e.code is Code.FAILED_PRECONDITION
         else:

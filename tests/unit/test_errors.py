@@ -1,4 +1,3 @@
-import grpc
 import pytest
 
 from aserve.errors import Code, grpc_code, grpc_message, http_status
@@ -7,15 +6,28 @@ from aserve.errors import Code, grpc_code, grpc_message, http_status
 @pytest.mark.parametrize(
     ("code", "http"),
     [
-        (Code.OK, 200), (Code.CANCELLED, 499), (Code.UNKNOWN, 500), (Code.INVALID_ARGUMENT, 400),
-        (Code.DEADLINE_EXCEEDED, 504), (Code.NOT_FOUND, 404), (Code.ALREADY_EXISTS, 409),
-        (Code.PERMISSION_DENIED, 403), (Code.RESOURCE_EXHAUSTED, 429),
-        (Code.FAILED_PRECONDITION, 400), (Code.ABORTED, 409), (Code.OUT_OF_RANGE, 400),
-        (Code.UNIMPLEMENTED, 501), (Code.INTERNAL, 500), (Code.UNAVAILABLE, 503),
-        (Code.DATA_LOSS, 500), (Code.UNAUTHENTICATED, 401),
+        (Code.OK, 200),
+        (Code.CANCELLED, 499),
+        (Code.UNKNOWN, 500),
+        (Code.INVALID_ARGUMENT, 400),
+        (Code.DEADLINE_EXCEEDED, 504),
+        (Code.NOT_FOUND, 404),
+        (Code.ALREADY_EXISTS, 409),
+        (Code.PERMISSION_DENIED, 403),
+        (Code.RESOURCE_EXHAUSTED, 429),
+        (Code.FAILED_PRECONDITION, 400),
+        (Code.ABORTED, 409),
+        (Code.OUT_OF_RANGE, 400),
+        (Code.UNIMPLEMENTED, 501),
+        (Code.INTERNAL, 500),
+        (Code.UNAVAILABLE, 503),
+        (Code.DATA_LOSS, 500),
+        (Code.UNAUTHENTICATED, 401),
     ],
 )
-def test_every_code_maps_to_tf_serving_http_status_and_same_grpc_code(code: Code, http: int) -> None:
+def test_every_code_maps_to_tf_serving_http_status_and_same_grpc_code(
+    code: Code, http: int
+) -> None:
     assert http_status(code) == http
     assert grpc_code(code).value[0] == int(code)
 

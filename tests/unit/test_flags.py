@@ -68,18 +68,38 @@ TF_DEFAULTS: dict[str, str] = {
     "enable_grpc_healthcheck_service": "false",
     "enable_serialization_as_tensor_content": "false",
 }
-ASERVE_FLAGS = frozenset({
-    "host", "rest_api_host", "grpc_host", "rest_api_max_body_bytes", "num_worker_threads",
-    "device", "log_level", "shutdown_grace_seconds",
-})
-NOT_IMPLEMENTED = frozenset({
-    "rest_api_num_threads", "enable_per_model_batching_parameters", "flush_filesystem_caches",
-    "tensorflow_session_config_file", "use_alts_credentials", "platform_config_file",
-    "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
-    "num_tflite_interpreters_per_pool", "xla_cpu_compilation_enabled",
-    "xla_gpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file",
-    "mixed_precision", "skip_initialize_tpu",
-})
+ASERVE_FLAGS = frozenset(
+    {
+        "host",
+        "rest_api_host",
+        "grpc_host",
+        "rest_api_max_body_bytes",
+        "num_worker_threads",
+        "device",
+        "log_level",
+        "shutdown_grace_seconds",
+    }
+)
+NOT_IMPLEMENTED = frozenset(
+    {
+        "rest_api_num_threads",
+        "enable_per_model_batching_parameters",
+        "flush_filesystem_caches",
+        "tensorflow_session_config_file",
+        "use_alts_credentials",
+        "platform_config_file",
+        "remove_unused_fields_from_bundle_metagraph",
+        "prefer_tflite_model",
+        "num_tflite_pools",
+        "num_tflite_interpreters_per_pool",
+        "xla_cpu_compilation_enabled",
+        "xla_gpu_compilation_enabled",
+        "enable_profiler",
+        "thread_pool_factory_config_file",
+        "mixed_precision",
+        "skip_initialize_tpu",
+    }
+)
 FLAG_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerOptions)) - {"ignored_flags"}
 
 
@@ -87,8 +107,11 @@ FLAG_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerOptions)) - {"i
 def paths(tmp_path: pathlib.Path) -> dict[str, str]:
     """Placeholders for argv templates: an existing dir and file, and a path that is missing."""
     (tmp_path / "models.pbtxt").write_text("model_config_list {}\n")
-    return {"dir": str(tmp_path), "file": str(tmp_path / "models.pbtxt"),
-            "missing": str(tmp_path / "missing")}
+    return {
+        "dir": str(tmp_path),
+        "file": str(tmp_path / "models.pbtxt"),
+        "missing": str(tmp_path / "missing"),
+    }
 
 
 @pytest.fixture
@@ -121,15 +144,29 @@ def test_implemented_names_real_flags_and_all_aserve_flags() -> None:
 def test_defaults(base: list[str], paths: dict[str, str]) -> None:
     options = parse(base)
     expected = {
-        "port": 8500, "rest_api_port": 8501, "model_name": "model",
-        "model_base_path": paths["dir"], "saved_model_tags": ("serve",),
-        "grpc_channel_arguments": (), "enable_model_warmup": True, "enable_profiler": True,
-        "flush_filesystem_caches": True, "load_retry_interval_micros": 60_000_000,
-        "per_process_gpu_memory_fraction": 0.0, "rest_api_timeout_in_ms": 30000,
-        "file_system_poll_wait_seconds": 1, "max_num_load_retries": 5,
-        "host": "0.0.0.0", "rest_api_host": "0.0.0.0", "grpc_host": "0.0.0.0",
-        "rest_api_max_body_bytes": 67_108_864, "num_worker_threads": 0, "device": "",
-        "log_level": "info", "shutdown_grace_seconds": 5.0, "version": False,
+        "port": 8500,
+        "rest_api_port": 8501,
+        "model_name": "model",
+        "model_base_path": paths["dir"],
+        "saved_model_tags": ("serve",),
+        "grpc_channel_arguments": (),
+        "enable_model_warmup": True,
+        "enable_profiler": True,
+        "flush_filesystem_caches": True,
+        "load_retry_interval_micros": 60_000_000,
+        "per_process_gpu_memory_fraction": 0.0,
+        "rest_api_timeout_in_ms": 30000,
+        "file_system_poll_wait_seconds": 1,
+        "max_num_load_retries": 5,
+        "host": "0.0.0.0",
+        "rest_api_host": "0.0.0.0",
+        "grpc_host": "0.0.0.0",
+        "rest_api_max_body_bytes": 67_108_864,
+        "num_worker_threads": 0,
+        "device": "",
+        "log_level": "info",
+        "shutdown_grace_seconds": 5.0,
+        "version": False,
         "ignored_flags": (),
     }
     assert {name: getattr(options, name) for name in expected} == expected
@@ -152,63 +189,83 @@ def test_tf_defaults_given_explicitly_change_nothing_but_ignored_flags(
 # --- syntax -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("words", "field", "expected"), [
-    ("--port=9000", "port", 9000),
-    ("--port 9000", "port", 9000),
-    ("-port=9000", "port", 9000),
-    ("-port 9000", "port", 9000),
-    ("--port=0 --grpc_socket_path=/tmp/s", "port", 0),
-    ("--port=65535", "port", 65535),
-    ("--rest_api_port=0", "rest_api_port", 0),
-    ("--model_name=half", "model_name", "half"),
-    ("--model_name half", "model_name", "half"),
-    ("--model_name=a=b", "model_name", "a=b"),
-    ("--model_name -x", "model_name", "-x"),
-    ("--load_retry_interval_micros -1", "load_retry_interval_micros", -1),
-    ("--load_retry_interval_micros=9223372036854775807", "load_retry_interval_micros", 2**63 - 1),
-    ("--file_system_poll_wait_seconds=-1", "file_system_poll_wait_seconds", -1),
-    ("--port=1 --port=2", "port", 2),
-    ("--saved_model_tags=serve,gpu", "saved_model_tags", ("serve", "gpu")),
-    ("--saved_model_tags serve", "saved_model_tags", ("serve",)),
-    ("--saved_model_tags=serve,,tpu, ", "saved_model_tags", ("serve", "tpu")),
-    ("--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x",
-     "grpc_channel_arguments", (("grpc.max_connection_age_ms", 2000),
-                                ("grpc.primary_user_agent", "x"))),
-    ("--grpc_channel_arguments=k=99999999999", "grpc_channel_arguments", (("k", "99999999999"),)),
-    ("--per_process_gpu_memory_fraction=0.5", "per_process_gpu_memory_fraction", 0.5),
-    ("--shutdown_grace_seconds 0", "shutdown_grace_seconds", 0.0),
-    ("--log_level=DEBUG", "log_level", "debug"),
-    ("--device=/device:GPU:0", "device", "/device:GPU:0"),
-    ("--rest_api_max_body_bytes=1", "rest_api_max_body_bytes", 1),
-    ("--num_worker_threads=3", "num_worker_threads", 3),
-    ("--host=127.0.0.1", "grpc_host", "127.0.0.1"),
-    ("--host=127.0.0.1 --rest_api_host=::1", "rest_api_host", "::1"),
-    ("--host=127.0.0.1 --rest_api_host=::1", "grpc_host", "127.0.0.1"),
-    ("--tensorflow_session_parallelism=2 --tensorflow_intra_op_parallelism=2",
-     "tensorflow_intra_op_parallelism", 2),
-])
-def test_values(words: str, field: str, expected: object, base: list[str],
-                paths: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("words", "field", "expected"),
+    [
+        ("--port=9000", "port", 9000),
+        ("--port 9000", "port", 9000),
+        ("-port=9000", "port", 9000),
+        ("-port 9000", "port", 9000),
+        ("--port=0 --grpc_socket_path=/tmp/s", "port", 0),
+        ("--port=65535", "port", 65535),
+        ("--rest_api_port=0", "rest_api_port", 0),
+        ("--model_name=half", "model_name", "half"),
+        ("--model_name half", "model_name", "half"),
+        ("--model_name=a=b", "model_name", "a=b"),
+        ("--model_name -x", "model_name", "-x"),
+        ("--load_retry_interval_micros -1", "load_retry_interval_micros", -1),
+        (
+            "--load_retry_interval_micros=9223372036854775807",
+            "load_retry_interval_micros",
+            2**63 - 1,
+        ),
+        ("--file_system_poll_wait_seconds=-1", "file_system_poll_wait_seconds", -1),
+        ("--port=1 --port=2", "port", 2),
+        ("--saved_model_tags=serve,gpu", "saved_model_tags", ("serve", "gpu")),
+        ("--saved_model_tags serve", "saved_model_tags", ("serve",)),
+        ("--saved_model_tags=serve,,tpu, ", "saved_model_tags", ("serve", "tpu")),
+        (
+            "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x",
+            "grpc_channel_arguments",
+            (("grpc.max_connection_age_ms", 2000), ("grpc.primary_user_agent", "x")),
+        ),
+        (
+            "--grpc_channel_arguments=k=99999999999",
+            "grpc_channel_arguments",
+            (("k", "99999999999"),),
+        ),
+        ("--per_process_gpu_memory_fraction=0.5", "per_process_gpu_memory_fraction", 0.5),
+        ("--shutdown_grace_seconds 0", "shutdown_grace_seconds", 0.0),
+        ("--log_level=DEBUG", "log_level", "debug"),
+        ("--device=/device:GPU:0", "device", "/device:GPU:0"),
+        ("--rest_api_max_body_bytes=1", "rest_api_max_body_bytes", 1),
+        ("--num_worker_threads=3", "num_worker_threads", 3),
+        ("--host=127.0.0.1", "grpc_host", "127.0.0.1"),
+        ("--host=127.0.0.1 --rest_api_host=::1", "rest_api_host", "::1"),
+        ("--host=127.0.0.1 --rest_api_host=::1", "grpc_host", "127.0.0.1"),
+        (
+            "--tensorflow_session_parallelism=2 --tensorflow_intra_op_parallelism=2",
+            "tensorflow_intra_op_parallelism",
+            2,
+        ),
+    ],
+)
+def test_values(
+    words: str, field: str, expected: object, base: list[str], paths: dict[str, str]
+) -> None:
     assert getattr(parse(base + render(words, paths)), field) == expected
 
 
-@pytest.mark.parametrize(("words", "expected"), [
-    ("--enable_batching", True),
-    ("-enable_batching", True),
-    ("--enable_batching=true", True),
-    ("--enable_batching=True", True),
-    ("--enable_batching=1", True),
-    ("--enable_batching=false", False),
-    ("--enable_batching=FALSE", False),
-    ("--enable_batching=0", False),
-    ("--enable_batching true", True),
-    ("--enable_batching TRUE", True),
-    ("--enable_batching 1", True),
-    ("--enable_batching false", False),
-    ("--enable_batching 0", False),
-    ("--enable_batching --port=1", True),
-    ("--enable_batching --enable_batching=false", False),
-])
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("--enable_batching", True),
+        ("-enable_batching", True),
+        ("--enable_batching=true", True),
+        ("--enable_batching=True", True),
+        ("--enable_batching=1", True),
+        ("--enable_batching=false", False),
+        ("--enable_batching=FALSE", False),
+        ("--enable_batching=0", False),
+        ("--enable_batching true", True),
+        ("--enable_batching TRUE", True),
+        ("--enable_batching 1", True),
+        ("--enable_batching false", False),
+        ("--enable_batching 0", False),
+        ("--enable_batching --port=1", True),
+        ("--enable_batching --enable_batching=false", False),
+    ],
+)
 def test_bool_forms(words: str, expected: bool, base: list[str], paths: dict[str, str]) -> None:
     assert parse(base + render(words, paths)).enable_batching is expected
 
@@ -218,10 +275,16 @@ def test_bool_does_not_swallow_a_following_non_boolean_word(base: list[str]) -> 
         parse([*base, "--enable_batching", "yes"])
 
 
-@pytest.mark.parametrize("words", [
-    "--config={file}", "--config {file}", "-config={file}",
-    "--model_config_file={file}", "--model_config_file {file}",
-])
+@pytest.mark.parametrize(
+    "words",
+    [
+        "--config={file}",
+        "--config {file}",
+        "-config={file}",
+        "--model_config_file={file}",
+        "--model_config_file {file}",
+    ],
+)
 def test_config_alias(words: str, paths: dict[str, str]) -> None:
     options = parse(render(words, paths))
     assert (options.model_config_file, options.ignored_flags) == (paths["file"], ())
@@ -235,91 +298,132 @@ def test_config_file_wins_over_bad_base_path(paths: dict[str, str]) -> None:
 # --- errors -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("words", "message"), [
-    ("", "Both server_options.model_base_path and server_options.model_config_file are empty!"),
-    ("--model_name=x", "Both server_options.model_base_path and "
-                       "server_options.model_config_file are empty!"),
-    ("--model_base_path={missing}", "--model_base_path={missing} is not a directory"),
-    ("--model_base_path={file}", "--model_base_path={file} is not a directory"),
-    ("--model_config_file={missing}", "--model_config_file={missing} does not exist"),
-    ("--config={missing} --model_base_path={dir}", "--model_config_file={missing} does not exist"),
-    ("--model_config_file={dir}", "--model_config_file={dir} is not a file"),
-    ("--model_base_path={dir} --batching_parameters_file={file}",
-     "server_options.batching_parameters_file is set without setting "
-     "server_options.enable_batching to true."),
-    ("--model_base_path={dir} --batching_parameters_file={file} --enable_batching=false",
-     "server_options.batching_parameters_file is set without setting "
-     "server_options.enable_batching to true."),
-    ("--model_base_path={dir} --port=0",
-     "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."),
-    ("--model_base_path={dir} --use_alts_credentials --ssl_config_file={file}",
-     "Either use_alts_credentials must be false or ssl_config_file must be empty."),
-    ("--model_base_path={dir} --tensorflow_session_parallelism=1 "
-     "--tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=1",
-     "Either configure server_options.tensorflow_session_parallelism or "
-     "(server_options.tensorflow_intra_op_parallelism, "
-     "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."),
-])
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        ("", "Both server_options.model_base_path and server_options.model_config_file are empty!"),
+        (
+            "--model_name=x",
+            "Both server_options.model_base_path and server_options.model_config_file are empty!",
+        ),
+        ("--model_base_path={missing}", "--model_base_path={missing} is not a directory"),
+        ("--model_base_path={file}", "--model_base_path={file} is not a directory"),
+        ("--model_config_file={missing}", "--model_config_file={missing} does not exist"),
+        (
+            "--config={missing} --model_base_path={dir}",
+            "--model_config_file={missing} does not exist",
+        ),
+        ("--model_config_file={dir}", "--model_config_file={dir} is not a file"),
+        (
+            "--model_base_path={dir} --batching_parameters_file={file}",
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true.",
+        ),
+        (
+            "--model_base_path={dir} --batching_parameters_file={file} --enable_batching=false",
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true.",
+        ),
+        (
+            "--model_base_path={dir} --port=0",
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.",
+        ),
+        (
+            "--model_base_path={dir} --use_alts_credentials --ssl_config_file={file}",
+            "Either use_alts_credentials must be false or ssl_config_file must be empty.",
+        ),
+        (
+            "--model_base_path={dir} --tensorflow_session_parallelism=1 "
+            "--tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=1",
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.",
+        ),
+    ],
+)
 def test_flag_combination_errors(words: str, message: str, paths: dict[str, str]) -> None:
     with pytest.raises(UsageError) as caught:
         parse(render(words, paths))
     assert str(caught.value) == message.format(**paths)
 
 
-@pytest.mark.parametrize("arg", [
-    "--bogus", "--bogus=1", "-bogus", "positional", "--", "-", "---port=1", "--Port=1",
-    "--model_name_x=1", "--mod=1", "--model-name=x", "-h=1", "--help=true",
-])
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--bogus",
+        "--bogus=1",
+        "-bogus",
+        "positional",
+        "--",
+        "-",
+        "---port=1",
+        "--Port=1",
+        "--model_name_x=1",
+        "--mod=1",
+        "--model-name=x",
+        "-h=1",
+        "--help=true",
+    ],
+)
 def test_unknown_argument(arg: str, base: list[str]) -> None:
     with pytest.raises(UsageError) as caught:
         parse([*base, arg])
     assert str(caught.value) == f"unknown argument: {arg}"
 
 
-@pytest.mark.parametrize(("arg", "flag", "value"), [
-    ("--port=abc", "port", "abc"),
-    ("--port=70000", "port", "70000"),
-    ("--port=-1", "port", "-1"),
-    ("--port=", "port", ""),
-    ("--port=1.5", "port", "1.5"),
-    ("--port=0x10", "port", "0x10"),
-    ("--port=1_000", "port", "1_000"),
-    ("--rest_api_port=65536", "rest_api_port", "65536"),
-    ("--rest_api_timeout_in_ms=2147483648", "rest_api_timeout_in_ms", "2147483648"),
-    ("--load_retry_interval_micros=9223372036854775808", "load_retry_interval_micros",
-     "9223372036854775808"),
-    ("--num_load_threads=-1", "num_load_threads", "-1"),
-    ("--max_num_load_retries=-2", "max_num_load_retries", "-2"),
-    ("--num_worker_threads=-1", "num_worker_threads", "-1"),
-    ("--grpc_max_threads=0", "grpc_max_threads", "0"),
-    ("--rest_api_max_body_bytes=0", "rest_api_max_body_bytes", "0"),
-    ("--enable_batching=maybe", "enable_batching", "maybe"),
-    ("--enable_batching=", "enable_batching", ""),
-    ("--per_process_gpu_memory_fraction=-0.1", "per_process_gpu_memory_fraction", "-0.1"),
-    ("--per_process_gpu_memory_fraction=nan", "per_process_gpu_memory_fraction", "nan"),
-    ("--shutdown_grace_seconds=inf", "shutdown_grace_seconds", "inf"),
-    ("--shutdown_grace_seconds=soon", "shutdown_grace_seconds", "soon"),
-    ("--log_level=verbose", "log_level", "verbose"),
-    ("--saved_model_tags=,", "saved_model_tags", ","),
-    ("--grpc_channel_arguments=novalue", "grpc_channel_arguments", "novalue"),
-    ("--grpc_channel_arguments==1", "grpc_channel_arguments", "=1"),
-    ("--host=", "host", ""),
-    ("--port=" + "9" * 5000, "port", "9" * 5000),
-])
+@pytest.mark.parametrize(
+    ("arg", "flag", "value"),
+    [
+        ("--port=abc", "port", "abc"),
+        ("--port=70000", "port", "70000"),
+        ("--port=-1", "port", "-1"),
+        ("--port=", "port", ""),
+        ("--port=1.5", "port", "1.5"),
+        ("--port=0x10", "port", "0x10"),
+        ("--port=1_000", "port", "1_000"),
+        ("--rest_api_port=65536", "rest_api_port", "65536"),
+        ("--rest_api_timeout_in_ms=2147483648", "rest_api_timeout_in_ms", "2147483648"),
+        (
+            "--load_retry_interval_micros=9223372036854775808",
+            "load_retry_interval_micros",
+            "9223372036854775808",
+        ),
+        ("--num_load_threads=-1", "num_load_threads", "-1"),
+        ("--max_num_load_retries=-2", "max_num_load_retries", "-2"),
+        ("--num_worker_threads=-1", "num_worker_threads", "-1"),
+        ("--grpc_max_threads=0", "grpc_max_threads", "0"),
+        ("--rest_api_max_body_bytes=0", "rest_api_max_body_bytes", "0"),
+        ("--enable_batching=maybe", "enable_batching", "maybe"),
+        ("--enable_batching=", "enable_batching", ""),
+        ("--per_process_gpu_memory_fraction=-0.1", "per_process_gpu_memory_fraction", "-0.1"),
+        ("--per_process_gpu_memory_fraction=nan", "per_process_gpu_memory_fraction", "nan"),
+        ("--shutdown_grace_seconds=inf", "shutdown_grace_seconds", "inf"),
+        ("--shutdown_grace_seconds=soon", "shutdown_grace_seconds", "soon"),
+        ("--log_level=verbose", "log_level", "verbose"),
+        ("--saved_model_tags=,", "saved_model_tags", ","),
+        ("--grpc_channel_arguments=novalue", "grpc_channel_arguments", "novalue"),
+        ("--grpc_channel_arguments==1", "grpc_channel_arguments", "=1"),
+        ("--host=", "host", ""),
+        ("--port=" + "9" * 5000, "port", "9" * 5000),
+    ],
+)
 def test_malformed_value(arg: str, flag: str, value: str, base: list[str]) -> None:
     with pytest.raises(UsageError) as caught:
         parse([*base, arg])
     assert str(caught.value).startswith(f"invalid value for --{flag}: {value!r} (expected ")
 
 
-@pytest.mark.parametrize(("words", "flag"), [
-    ("--port", "port"),
-    ("--model_name", "model_name"),
-    ("--model_name --port=1", "model_name"),
-    ("--model_name -port=1", "model_name"),
-    ("--model_name --bogus", "model_name"),
-    ("--config", "model_config_file"),
-])
+@pytest.mark.parametrize(
+    ("words", "flag"),
+    [
+        ("--port", "port"),
+        ("--model_name", "model_name"),
+        ("--model_name --port=1", "model_name"),
+        ("--model_name -port=1", "model_name"),
+        ("--model_name --bogus", "model_name"),
+        ("--config", "model_config_file"),
+    ],
+)
 def test_missing_value(words: str, flag: str, base: list[str], paths: dict[str, str]) -> None:
     with pytest.raises(UsageError) as caught:
         parse(base + render(words, paths))
@@ -340,22 +444,35 @@ def test_flag_combinations_checked_after_every_flag_is_read() -> None:
 # --- ignored flags, help, version ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("words", "ignored"), [
-    ("", ()),
-    ("--port=1 --enable_batching --config={file} --host=::", ()),
-    ("--enable_profiler=false", ("enable_profiler",)),
-    ("--xla_cpu_compilation_enabled --rest_api_num_threads=4 --port=1 "
-     "--xla_cpu_compilation_enabled=false --mixed_precision bfloat16",
-     ("xla_cpu_compilation_enabled", "rest_api_num_threads", "mixed_precision")),
-])
-def test_ignored_flags(words: str, ignored: tuple[str, ...], base: list[str],
-                       paths: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("words", "ignored"),
+    [
+        ("", ()),
+        ("--port=1 --enable_batching --config={file} --host=::", ()),
+        ("--enable_profiler=false", ("enable_profiler",)),
+        (
+            "--xla_cpu_compilation_enabled --rest_api_num_threads=4 --port=1 "
+            "--xla_cpu_compilation_enabled=false --mixed_precision bfloat16",
+            ("xla_cpu_compilation_enabled", "rest_api_num_threads", "mixed_precision"),
+        ),
+    ],
+)
+def test_ignored_flags(
+    words: str, ignored: tuple[str, ...], base: list[str], paths: dict[str, str]
+) -> None:
     assert parse(base + render(words, paths)).ignored_flags == ignored
 
 
-@pytest.mark.parametrize("argv", [
-    ["--help"], ["-h"], ["-help"], ["--port=abc", "--help"], ["--model_name", "-h"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["-h"],
+        ["-help"],
+        ["--port=abc", "--help"],
+        ["--model_name", "-h"],
+    ],
+)
 def test_help_is_requested_not_printed(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(HelpRequested):
         parse(argv)
@@ -370,17 +487,30 @@ def test_parse_or_exit_returns_options(base: list[str]) -> None:
     assert flags.parse_or_exit(base) == parse(base)
 
 
-@pytest.mark.parametrize(("argv", "code", "stdout_start", "stderr"), [
-    (["--bogus"], 2, "", "aserve: error: unknown argument: --bogus\n"),
-    (["--port=abc"], 2, "",
-     "aserve: error: invalid value for --port: 'abc' (expected an integer in 0..65535)\n"),
-    ([], 2, "", "aserve: error: Both server_options.model_base_path and "
-                "server_options.model_config_file are empty!\n"),
-    (["--help"], 0, "usage: aserve", ""),
-    (["--version"], 0, "TensorFlow ModelServer: aserve ", ""),
-])
-def test_parse_or_exit(argv: list[str], code: int, stdout_start: str, stderr: str,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "code", "stdout_start", "stderr"),
+    [
+        (["--bogus"], 2, "", "aserve: error: unknown argument: --bogus\n"),
+        (
+            ["--port=abc"],
+            2,
+            "",
+            "aserve: error: invalid value for --port: 'abc' (expected an integer in 0..65535)\n",
+        ),
+        (
+            [],
+            2,
+            "",
+            "aserve: error: Both server_options.model_base_path and "
+            "server_options.model_config_file are empty!\n",
+        ),
+        (["--help"], 0, "usage: aserve", ""),
+        (["--version"], 0, "TensorFlow ModelServer: aserve ", ""),
+    ],
+)
+def test_parse_or_exit(
+    argv: list[str], code: int, stdout_start: str, stderr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as caught:
         flags.parse_or_exit(argv)
     out, err = capsys.readouterr()
@@ -403,8 +533,11 @@ def help_rows(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
     with pytest.raises(SystemExit):
         flags.parse_or_exit(["--help"])
     lines = capsys.readouterr().out.splitlines()
-    return {line.split()[0].lstrip("-").split("=")[0].split("[")[0]: line + "\n" + lines[i + 1]
-            for i, line in enumerate(lines) if line.startswith("  --")}
+    return {
+        line.split()[0].lstrip("-").split("=")[0].split("[")[0]: line + "\n" + lines[i + 1]
+        for i, line in enumerate(lines)
+        if line.startswith("  --")
+    }
 
 
 def test_help_marks_exactly_the_unimplemented_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -425,8 +558,14 @@ def test_help_shows_every_flag_with_its_default(capsys: pytest.CaptureFixture[st
 
 def run_aserve(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "aserve", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "aserve", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return done, time.monotonic() - started
 
 
@@ -447,8 +586,14 @@ def test_cli_help_imports_nothing_heavy() -> None:
         "print(sorted(n for n in sys.modules if n.split('.')[0] in heavy or n in heavy),"
         " file=sys.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.stderr == "[]\n"
 
 

@@ -7,7 +7,9 @@ from aserve.monitor import ModelState
 
 def make() -> tuple[Harness, list[tuple[State, State]]]:
     seen: list[tuple[State, State]] = []
-    harness = Harness(ServableId("m", 1), "/m/1", listener=lambda h, before, _: seen.append((before, h.state)))
+    harness = Harness(
+        ServableId("m", 1), "/m/1", listener=lambda h, before, _: seen.append((before, h.state))
+    )
     return harness, seen
 
 
@@ -40,6 +42,10 @@ def test_only_allowed_transitions(start: State, to: State) -> None:
 
 def test_public_states() -> None:
     assert [s.public for s in State] == [
-        ModelState.START, ModelState.LOADING, ModelState.AVAILABLE,
-        ModelState.UNLOADING, ModelState.END, ModelState.END,
+        ModelState.START,
+        ModelState.LOADING,
+        ModelState.AVAILABLE,
+        ModelState.UNLOADING,
+        ModelState.END,
+        ModelState.END,
     ]

@@ -5,7 +5,14 @@ import pytest
 from aserve.harness import State
 from aserve.policy import Action, VersionSnapshot, next_action
 
-N, L, R, U, D, E = State.NEW, State.LOADING, State.READY, State.UNLOADING, State.DISABLED, State.ERROR
+N, L, R, U, D, E = (
+    State.NEW,
+    State.LOADING,
+    State.READY,
+    State.UNLOADING,
+    State.DISABLED,
+    State.ERROR,
+)
 
 
 def snaps(*rows: tuple[int, State, bool]) -> list[VersionSnapshot]:
@@ -37,5 +44,7 @@ def snaps(*rows: tuple[int, State, bool]) -> list[VersionSnapshot]:
         ([(1, R, False), (2, R, True), (3, N, True)], (Action.UNLOAD, 1)),
     ],
 )
-def test_next_action(rows: list[tuple[int, State, bool]], expected: tuple[Action, int] | None) -> None:
+def test_next_action(
+    rows: list[tuple[int, State, bool]], expected: tuple[Action, int] | None
+) -> None:
     assert next_action(snaps(*rows)) == expected

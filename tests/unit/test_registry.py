@@ -30,9 +30,21 @@ def test_resolution_latest_specific_label() -> None:
     ("request_", "code", "message"),
     [
         (ServableRequest.latest("x"), Code.NOT_FOUND, "Servable not found for request: Latest(x)"),
-        (ServableRequest.specific("m", 9), Code.NOT_FOUND, "Servable not found for request: Specific(m, 9)"),
-        (ServableRequest.labeled("m", "nope"), Code.INVALID_ARGUMENT, "Unrecognized servable version label: nope"),
-        (ServableRequest.labeled("m", "canary"), Code.NOT_FOUND, "Servable not found for request: Specific(m, 3)"),
+        (
+            ServableRequest.specific("m", 9),
+            Code.NOT_FOUND,
+            "Servable not found for request: Specific(m, 9)",
+        ),
+        (
+            ServableRequest.labeled("m", "nope"),
+            Code.INVALID_ARGUMENT,
+            "Unrecognized servable version label: nope",
+        ),
+        (
+            ServableRequest.labeled("m", "canary"),
+            Code.NOT_FOUND,
+            "Servable not found for request: Specific(m, 3)",
+        ),
     ],
 )
 def test_resolution_errors(request_: ServableRequest, code: Code, message: str) -> None:

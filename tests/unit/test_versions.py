@@ -16,8 +16,17 @@ from aserve.versions import (
 
 @pytest.mark.parametrize(
     ("entry", "version"),
-    [("1", 1), ("00000123", 123), ("0", 0), ("abc", None), ("1a", None), ("-1", None), ("", None),
-     (".staging-1", None), ("1.0", None)],
+    [
+        ("1", 1),
+        ("00000123", 123),
+        ("0", 0),
+        ("abc", None),
+        ("1a", None),
+        ("-1", None),
+        ("", None),
+        (".staging-1", None),
+        ("1.0", None),
+    ],
 )
 def test_version_of(entry: str, version: int | None) -> None:
     assert version_of(entry) == version
