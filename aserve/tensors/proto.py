@@ -1,0 +1,180 @@
+"""``TensorProto`` <-> numpy, as TensorFlow's ``Tensor::FromProto``, ``AsProtoField`` and
+``AsProtoTensorContent`` do it (typed ``*_val`` fields or ``tensor_content`` bytes)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Final
+
+import numpy as np
+from tensorflow.core.framework.tensor_pb2 import TensorProto
+
+from aserve.errors import invalid_argument
+from aserve.tensors.dtypes import (
+    DT,
+    FIELDS,
+    NAMES,
+    NUMPY,
+    dtype_name,
+    dtype_of,
+    numpy_dtype,
+    object_array,
+    shape_text,
+)
+
+# --------------------------------------------------------------------- TensorProto
+
+_COMPLEX_PARTS: Final = {"scomplex_val": np.float32, "dcomplex_val": np.float64}
+# Fields whose packed wire form is the little-endian array itself (bool: one-byte varints).
+_RAW_PACKED: Final = {
+    "float_val": "<f4",
+    "double_val": "<f8",
+    "scomplex_val": "<f4",
+    "dcomplex_val": "<f8",
+    "bool_val": "u1",
+}
+_FIELD_NUMBERS: Final = {f.name: f.number for f in TensorProto.DESCRIPTOR.fields}
+_MAX_DIMS: Final = 254
+
+
+def array_from_proto(tensor: TensorProto) -> np.ndarray:
+    """Tensor::FromProto: INVALID_ARGUMENT when TensorFlow would refuse the proto.
+
+    As in TensorFlow, a typed field shorter than the tensor repeats its last value (zeros
+    when empty), a longer one is cut, and ``tensor_shape.unknown_rank`` is ignored.
+    """
+    shape = _proto_shape(tensor)
+    if tensor.dtype not in FIELDS:
+        if tensor.dtype in NAMES and tensor.dtype != DT.DT_INVALID:
+            numpy_dtype(tensor.dtype)  # a real TF type numpy cannot hold: UNIMPLEMENTED
+        raise invalid_argument(f"Invalid tensor dtype: {dtype_name(tensor.dtype)}")
+    np_dtype, count = NUMPY[tensor.dtype], math.prod(shape)
+    if count == 0:
+        return np.empty(shape, np_dtype)
+    if tensor.tensor_content:
+        return _from_content(tensor.tensor_content, tensor.dtype, count).reshape(shape)
+    return _fit(_field_values(tensor), count, np_dtype).reshape(shape)
+
+
+def _proto_shape(tensor: TensorProto) -> list[int]:
+    shape, count = [d.size for d in tensor.tensor_shape.dim], 1
+    for size in shape:
+        count *= size
+        if size < 0 or count >= 2**63:
+            raise invalid_argument(f"Invalid tensor shape: {shape_text(shape)}")
+    if len(shape) > _MAX_DIMS:
+        raise invalid_argument(f"Invalid tensor shape: more than {_MAX_DIMS} dimensions")
+    return shape
+
+
+def _field_values(tensor: TensorProto) -> np.ndarray:
+    name = FIELDS[tensor.dtype]
+    field, np_dtype = getattr(tensor, name), NUMPY[tensor.dtype]
+    if name == "string_val":
+        return object_array(list(field))
+    if name == "float8_val":
+        return np.frombuffer(field, np.uint8).view(np_dtype)
+    if name == "half_val":
+        return np.array(field, np.int32).astype(np.uint16).view(np_dtype)
+    if name in _COMPLEX_PARTS:
+        parts = np.array(field, _COMPLEX_PARTS[name])
+        return parts[: parts.size // 2 * 2].view(np_dtype)
+    if name == "int_val":
+        return np.array(field, np.int32).astype(np_dtype)
+    return np.array(field, np_dtype)
+
+
+def _fit(values: np.ndarray, count: int, np_dtype: np.dtype) -> np.ndarray:
+    """FromProtoField: cut to count, or pad with the last value (zeros when empty)."""
+    values = values.astype(np_dtype, copy=False)
+    if values.size >= count:
+        return values[:count]
+    fill = values[-1] if values.size else (b"" if np_dtype.kind == "O" else 0)
+    padded = np.full(count, fill, np_dtype)
+    padded[: values.size] = values
+    return padded
+
+
+def _from_content(content: bytes, dtype: int, count: int) -> np.ndarray:
+    if dtype == DT.DT_STRING:
+        return _decode_string_list(content, count)
+    np_dtype = NUMPY[dtype]
+    if len(content) != count * np_dtype.itemsize:
+        raise invalid_argument(
+            f"Input size was {len(content)} and expected {count * np_dtype.itemsize}"
+        )
+    array = np.frombuffer(content, np_dtype)
+    return array.byteswap() if sys.byteorder == "big" else array
+
+
+def _decode_string_list(content: bytes, count: int) -> np.ndarray:
+    """port::DecodeStringList: count varint32 lengths, then the bytes back to back."""
+    sizes, pos = [], 0
+    for _ in range(count):
+        size, shift = 0, 0
+        while pos < len(content) and shift < 35:
+            size |= (content[pos] & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if not content[pos - 1] & 0x80:
+                break
+        else:
+            raise invalid_argument("Invalid string tensor_content")
+        sizes.append(size)
+    if sum(sizes) != len(content) - pos:
+        raise invalid_argument("Invalid string tensor_content")
+    ends = np.cumsum(sizes).tolist()
+    return object_array([content[pos + e - s : pos + e] for s, e in zip(sizes, ends, strict=True)])
+
+
+def array_to_proto(array: np.ndarray, *, as_content: bool = False) -> TensorProto:
+    """Tensor::AsProtoField (typed fields) or, with as_content, AsProtoTensorContent.
+
+    String tensors always use string_val (as ``tf.io.serialize_tensor`` does).
+    """
+    array = np.asarray(array)
+    dtype = dtype_of(array)
+    proto = TensorProto(dtype=dtype)
+    proto.tensor_shape.SetInParent()
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if not array.size:
+        return proto
+    if dtype == DT.DT_STRING:
+        proto.string_val.extend(
+            v.encode() if isinstance(v, str) else v for v in array.ravel().tolist()
+        )
+    elif as_content:
+        proto.tensor_content = (array.byteswap() if sys.byteorder == "big" else array).tobytes()
+    else:
+        _fill_field(proto, dtype, np.ascontiguousarray(array).ravel())
+    return proto
+
+
+def _fill_field(proto: TensorProto, dtype: int, flat: np.ndarray) -> None:
+    name = FIELDS[dtype]
+    if name in _RAW_PACKED:
+        payload = flat.view(_COMPLEX_PARTS.get(name, flat.dtype)).astype(_RAW_PACKED[name])
+        proto.MergeFromString(_packed(_FIELD_NUMBERS[name], payload.tobytes()))
+    elif name == "float8_val":
+        proto.float8_val = flat.view(np.uint8).tobytes()
+    elif name == "half_val":
+        proto.half_val.extend(flat.view(np.uint16).tolist())
+    elif name == "int_val":
+        proto.int_val.extend(flat.astype(np.int32).tolist())
+    else:
+        getattr(proto, name).extend(flat.tolist())
+
+
+def _packed(number: int, payload: bytes) -> bytes:
+    """Wire bytes of a length-delimited field: tag, length, payload."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
