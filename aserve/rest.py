@@ -1,0 +1,227 @@
+"""TF Serving's REST API on Starlette: URL shapes, JSON bodies, error format.
+
+Routing follows TF Serving's own regular expressions (``http_rest_api_util.cc``),
+matched on the still-percent-encoded path, so the same URLs (and the same
+"Malformed request" answers) work. Every ``/v1`` answer is JSON; errors are
+``{"error": "<message>"}`` with the HTTP status of :func:`aserve.errors.http_status`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from google.protobuf import json_format
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aserve import tensors
+from aserve.errors import Code, ServingError, http_status, invalid_argument
+from aserve.ids import ServableRequest
+from aserve.inference import signature_name
+from aserve.service import Service
+
+log = logging.getLogger("aserve.rest")
+
+_PREDICT = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+_ORIGIN = re.compile(r"https?://.*")
+_MAX_INT64 = 2**63 - 1
+_GZIP_LIMIT = 100 * 1024 * 1024
+_JSON = "application/json"
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+
+@dataclass(frozen=True, slots=True)
+class RestOptions:
+    timeout_ms: int = 30_000  # --rest_api_timeout_in_ms; <= 0: no limit
+    max_body_bytes: int = 64 * 1024 * 1024
+    cors: bool = False
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RestApi:
+    """The ``/v1`` endpoint; one instance per server."""
+
+    def __init__(self, service: Service, options: RestOptions) -> None:
+        self._service = service
+        self._options = options
+        self._headers = _CORS_HEADERS if options.cors else {}
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/{path:path}", self.handle, methods=_METHODS)]
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            if request.method == "OPTIONS":
+                return self._preflight(request)
+            return self._json(await self._dispatch(request))
+        except ServingError as e:
+            return self._json(tensors.error_json(e.message), http_status(e.code))
+        except _TooLarge:
+            limit = self._options.max_body_bytes
+            message = f"Request body exceeds the limit of {limit} bytes (--rest_api_max_body_bytes)"
+            return self._json(tensors.error_json(message), 413)
+        except Exception as e:  # never let one request take anything else down
+            log.exception("internal error serving %s %s", request.method, request.url.path)
+            return self._json(tensors.error_json(f"Internal error: {type(e).__name__}: {e}"), 500)
+
+    def _json(self, body: bytes, status: int = 200) -> Response:
+        return Response(body, status, headers=self._headers, media_type=_JSON)
+
+    def _preflight(self, request: Request) -> Response:
+        ok = _ORIGIN.fullmatch(request.headers.get("origin", "")) is not None
+        return Response(b"", 200 if ok else 400, headers=self._headers)
+
+    async def _dispatch(self, request: Request) -> bytes:
+        method = request.method
+        path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        malformed = invalid_argument(f"Malformed request: {method} {path}")
+        if method == "POST" and (match := _PREDICT.fullmatch(path)):
+            name, version, label, verb = match.groups()
+            spec = _servable_request(name, version, label)
+            body = await self._body(request)
+            if verb == "predict":
+                return await self._predict(spec, body)
+            if verb in ("classify", "regress"):
+                return await self._classify_or_regress(spec, body, verb)
+        elif method == "GET" and (match := _STATUS.fullmatch(path)):
+            name, version, label, subresource = match.groups()
+            if not name:
+                raise invalid_argument("Missing model name in request.")
+            spec = _servable_request(name, version, label)
+            if subresource == "metadata":
+                return self._metadata(spec)
+            return self._status(spec)
+        raise malformed
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self._options.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _TooLarge
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            body = _gunzip(body)
+        return body
+
+    async def _predict(self, spec: ServableRequest, body: bytes) -> bytes:
+        doc = tensors.parse_json(body)
+        name = signature_name(tensors.signature_name_from_json(doc))
+        with self._service.acquire(spec) as servable:
+            signature = servable.model.signatures.get(name)
+            if signature is None:
+                raise invalid_argument(
+                    f'Serving signature name: "{name}" not found in signature def'
+                )
+            if not signature.inputs:
+                raise invalid_argument(f"Failed to get input map for signature: {name}")
+            inputs, row_format = tensors.predict_inputs_from_json(doc, signature.inputs)
+            outputs = await self._service.predict(
+                servable, signature, inputs, timeout_ms=self._options.timeout_ms
+            )
+        return tensors.predict_outputs_to_json(outputs, row_format)
+
+    async def _classify_or_regress(self, spec: ServableRequest, body: bytes, verb: str) -> bytes:
+        doc = tensors.parse_json(body)
+        name = tensors.signature_name_from_json(doc)
+        input = tensors.input_from_json(doc)
+        timeout = self._options.timeout_ms
+        with self._service.acquire(spec) as servable:
+            if verb == "classify":
+                result = await self._service.classify(servable, name, input, timeout_ms=timeout)
+                return tensors.classification_result_to_json(result)
+            result = await self._service.regress(servable, name, input, timeout_ms=timeout)
+            return tensors.regression_result_to_json(result)
+
+    def _status(self, spec: ServableRequest) -> bytes:
+        # TF Serving answers a status request for a label with every version (label ignored).
+        response = self._service.model_status(spec.name, spec.version)
+        return _proto_json(response).encode()
+
+    def _metadata(self, spec: ServableRequest) -> bytes:
+        with self._service.acquire(spec) as servable:
+            model_spec = {
+                "name": spec.name,
+                "signature_name": "",
+                "version": str(servable.id.version),
+            }
+            signature_map = _proto_json(self._service.signature_def_map(servable))
+        return (
+            '{\n"model_spec": '
+            + _dumps(model_spec)
+            + ',\n"metadata": {"signature_def": '
+            + signature_map
+            + "}\n}\n"
+        ).encode()
+
+
+def create_app(
+    service: Service, options: RestOptions, extra_routes: list[Route] | None = None
+) -> Starlette:
+    api = RestApi(service, options)
+    return Starlette(routes=[*api.routes(), *(extra_routes or [])])
+
+
+def _servable_request(name: str, version: str | None, label: str | None) -> ServableRequest:
+    name = unquote(name)
+    if version is not None:
+        number = int(version)
+        if number > _MAX_INT64:
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+        return ServableRequest.specific(name, number)
+    if label is not None:
+        return ServableRequest.labeled(name, unquote(label))
+    return ServableRequest.latest(name)
+
+
+def _gunzip(body: bytes) -> bytes:
+    try:
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        data = decompressor.decompress(body, _GZIP_LIMIT)
+    except (zlib.error, gzip.BadGzipFile) as e:
+        raise invalid_argument(f"Failed to decompress gzip request body: {e}") from None
+    if decompressor.unconsumed_tail:
+        raise ServingError(Code.INVALID_ARGUMENT, "Decompressed request body exceeds 100 MB")
+    return data
+
+
+def _proto_json(message: Any) -> str:
+    return json_format.MessageToJson(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        indent=1,
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=1)

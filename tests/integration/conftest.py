@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models import build_echo, build_gate
+from support import (
+    COUNTER,
+    HALF_PLUS_THREE,
+    HALF_PLUS_TWO,
+    TF2_HALF_PLUS_TWO,
+    TWO_VERSIONS,
+    RunningServer,
+    run_server,
+)
+
+
+@pytest.fixture(scope="session")
+def built_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("built")
+    return {
+        "echo": build_echo(root / "echo" / "1").parent,
+        "gate": build_gate(root / "gate" / "1").parent,
+    }
+
+
+@pytest.fixture(scope="session")
+def zoo(
+    tmp_path_factory: pytest.TempPathFactory, built_models: dict[str, Path]
+) -> Iterator[RunningServer]:
+    """One server with every read-only test model, for request-level tests."""
+    models = {
+        "half_plus_two": HALF_PLUS_TWO,
+        "default": HALF_PLUS_TWO,
+        "half_plus_three": HALF_PLUS_THREE,
+        "counter": COUNTER,
+        "tf2": TF2_HALF_PLUS_TWO,
+        "two_versions": TWO_VERSIONS,
+        "echo": built_models["echo"],
+    }
+    config = tmp_path_factory.mktemp("zoo") / "models.config"
+    policy = {"two_versions": "model_version_policy { all {} }"}
+    entries = "".join(
+        f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" '
+        f"{policy.get(name, '')} }}\n"
+        for name, path in models.items()
+    )
+    config.write_text(f"model_config_list {{\n{entries}}}\n")
+    with run_server(f"--model_config_file={config}", "--rest_api_max_body_bytes=100000") as server:
+        for name in models:
+            server.wait_for_versions(
+                name, {"two_versions": {123, 124}, "echo": {1}}.get(name, {123})
+            )
+        yield server

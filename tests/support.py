@@ -1,0 +1,171 @@
+"""Test helpers: a real aserve on free loopback ports, in this process, on its own loop thread.
+
+    with run_server("--model_base_path=...") as server:
+        server.wait_for_state("model", 1, "AVAILABLE")
+        assert server.post("/v1/models/model:predict", {"instances": [1.0]}).json() == ...
+
+The server is the same code ``python -m aserve`` runs (flags parsed by
+:func:`aserve.flags.parse`), listening on 127.0.0.1; clients use real HTTP (httpx)
+and the official gRPC stubs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aserve import flags
+from aserve.server import Server
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTDATA = ROOT.parent / "shared" / "testdata" / "tfserving"
+HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
+HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three"
+TWO_VERSIONS = TESTDATA / "saved_model_half_plus_two_2_versions"
+TF2_HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_tf2_cpu"
+COUNTER = TESTDATA / "saved_model_counter"
+MATRIX_HALF_PLUS_TWO = TESTDATA / "batching" / "matrix_half_plus_two"
+BAD_MODEL = TESTDATA / "bad_half_plus_two"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def copy_version(src_version_dir: Path, dst_base: Path, version: int | str) -> Path:
+    """Copy one version folder (the shared test data is read-only) and make it writable."""
+    target = dst_base / str(version)
+    staging = dst_base / f".staging-{version}-{time.monotonic_ns()}"
+    shutil.copytree(src_version_dir, staging, copy_function=shutil.copyfile)
+    for path in [staging, *staging.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR | stat.S_IRUSR | stat.S_IXUSR)
+    os.rename(staging, target)  # appear atomically, as a deploy tool would do it
+    return target
+
+
+def remove_version(base: Path, version: int | str) -> None:
+    target = base / str(version)
+    trash = base / f".trash-{version}-{time.monotonic_ns()}"
+    os.rename(target, trash)
+    shutil.rmtree(trash)
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class RunningServer:
+    def __init__(
+        self, server: Server, loop: asyncio.AbstractEventLoop, rest_port: int, grpc_port: int
+    ) -> None:
+        self.server = server
+        self.loop = loop
+        self.rest_port = rest_port
+        self.grpc_port = grpc_port
+        self.url = f"http://127.0.0.1:{rest_port}"
+        self.grpc_target = f"127.0.0.1:{grpc_port}"
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+
+    def get(self, path: str) -> httpx.Response:
+        return self.http.get(path)
+
+    def post(
+        self, path: str, body: Any = None, *, content: bytes | str | None = None, **kw: Any
+    ) -> httpx.Response:
+        if content is None:
+            content = json.dumps(body)
+        return self.http.post(path, content=content, **kw)
+
+    def status(self, name: str) -> dict[int, str]:
+        response = self.get(f"/v1/models/{name}")
+        if response.status_code != 200:
+            return {}
+        return {int(v["version"]): v["state"] for v in response.json()["model_version_status"]}
+
+    def wait_for_state(
+        self, name: str, version: int, state: str = "AVAILABLE", timeout: float = 60
+    ) -> None:
+        wait_until(
+            lambda: self.status(name).get(version) == state,
+            timeout,
+            f"{name} version {version} to be {state} (now {self.status(name)})",
+        )
+
+    def wait_for_versions(self, name: str, available: set[int], timeout: float = 60) -> None:
+        def ok() -> bool:
+            states = self.status(name)
+            return {v for v, s in states.items() if s == "AVAILABLE"} == available
+
+        wait_until(
+            ok, timeout, f"{name} to serve exactly {sorted(available)} (now {self.status(name)})"
+        )
+
+
+@contextlib.contextmanager
+def run_server(
+    *args: str, poll_seconds: float | None = 1, retries: int = 0
+) -> Iterator[RunningServer]:
+    rest_port, grpc_port = free_port(), free_port()
+    argv = [
+        "--host=127.0.0.1",
+        f"--rest_api_port={rest_port}",
+        f"--port={grpc_port}",
+        f"--max_num_load_retries={retries}",
+        "--load_retry_interval_micros=100000",
+        "--shutdown_grace_seconds=5",
+    ]
+    if poll_seconds is not None:
+        argv.append(f"--file_system_poll_wait_seconds={poll_seconds}")
+    server = Server(flags.parse([*argv, *args]))
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        box["loop"] = asyncio.get_running_loop()
+        box["stop"] = stop = asyncio.Event()
+        await server.serve(stop=stop, on_ready=ready.set)
+
+    def thread_main() -> None:
+        import uvloop
+
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main())
+        except BaseException as e:  # surfaced to the test below
+            box["error"] = e
+            ready.set()
+
+    thread = threading.Thread(target=thread_main, name="aserve-test-server", daemon=True)
+    thread.start()
+    if not ready.wait(120) or "error" in box:
+        raise RuntimeError(f"server did not start: {box.get('error')!r}")
+    running = RunningServer(server, box["loop"], rest_port, grpc_port)
+    try:
+        yield running
+    finally:
+        running.http.close()
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(60)
+        assert not thread.is_alive(), "server thread did not stop"
+        if "error" in box:
+            raise box["error"]
