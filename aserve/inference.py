@@ -10,7 +10,7 @@ Error texts and codes are TF Serving's (``predict_util.cc``, ``classifier.cc``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,3 +341,95 @@ def _dtype_enum_name(array: np.ndarray) -> str:
 
 def _shape(array: np.ndarray) -> str:
     return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
+def check_multi_inference_models(names: Sequence[str]) -> None:
+    """Every task of a MultiInference request names the same, non-empty model."""
+    for name in names:
+        if not name:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        if name != names[0]:
+            raise invalid_argument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+            )
+
+
+# -- jobs: a request ready to run ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A validated request: the session run to make, and how to turn its results into the answer.
+
+    The service runs ``plan`` in the worker pool; model warm-up runs it in the load thread::
+
+        job = classify_job(model.signatures, "", input)
+        answer = job.finish(model.run(job.plan.feeds, job.plan.fetches))
+    """
+
+    plan: Plan
+    finish: Callable[[Sequence[np.ndarray]], Any]
+
+
+def predict_job(
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    output_filter: Sequence[str] = (),
+    *,
+    check_method_name: bool = False,
+) -> Job:
+    plan = plan_predict(signature, inputs, output_filter, check_method_name=check_method_name)
+    return Job(plan, plan.outputs)
+
+
+def classify_job(
+    signatures: Mapping[str, Signature], name: str, input: Any, *, check_method_name: bool = False
+) -> Job:
+    signature = classification_signature(signatures, name, check_method_name=check_method_name)
+    return _examples_job([signature], [True], serialized_examples(input))
+
+
+def regress_job(
+    signatures: Mapping[str, Signature], name: str, input: Any, *, check_method_name: bool = False
+) -> Job:
+    signature = regression_signature(signatures, name, check_method_name=check_method_name)
+    return _examples_job([signature], [False], serialized_examples(input))
+
+
+def multi_inference_job(
+    signatures: Mapping[str, Signature], tasks: Sequence[tuple[str, str]], input: Any
+) -> Job:
+    """``tasks`` = (signature name, method name) pairs; the job's answer lists results in order."""
+    chosen: list[Signature] = []
+    for name, method in tasks:
+        name = signature_name(name)
+        if name in (s.name for s in chosen):
+            raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+        signature = signatures.get(name)
+        if signature is None:
+            raise invalid_argument(f"Requested signature not found in model graph: {name}")
+        if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
+        chosen.append(signature)
+    classify = [method == CLASSIFY_METHOD for _, method in tasks]
+    return _examples_job(chosen, classify, serialized_examples(input), many=True)
+
+
+def _examples_job(
+    signatures: Sequence[Signature],
+    classify: Sequence[bool],
+    examples: np.ndarray,
+    *,
+    many: bool = False,
+) -> Job:
+    plan = plan_examples(signatures, examples, classify=classify)
+
+    def finish(results: Sequence[np.ndarray]) -> Any:
+        by_name = plan.outputs(results)
+        answers = [
+            (classification_result if c else regression_result)(s, by_name, len(examples))
+            for s, c in zip(signatures, classify, strict=True)
+        ]
+        return answers if many else answers[0]
+
+    return Job(plan, finish)

@@ -22,11 +22,11 @@ import numpy as np
 
 from aserve import inference
 from aserve.core import ServerCore
-from aserve.errors import Code, ServingError, invalid_argument, not_found
+from aserve.errors import not_found
 from aserve.ids import ServableRequest
-from aserve.inference import Plan
+from aserve.inference import Job
 from aserve.registry import Handle, Servable
-from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD, Signature
+from aserve.signatures import Signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,30 +54,26 @@ class Service:
         *,
         timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
-        plan = inference.plan_predict(
+        job = inference.predict_job(
             signature, inputs, output_filter, check_method_name=self._check_method
         )
-        return plan.outputs(await self._run(servable, plan, timeout_ms))
+        return await self._run(servable, job, timeout_ms)  # type: ignore[no-any-return]
 
     async def classify(
         self, servable: Servable, signature_name: str, input: Any, *, timeout_ms: int = 0
     ) -> Any:
-        signature = inference.classification_signature(
-            servable.model.signatures, signature_name, check_method_name=self._check_method
+        job = inference.classify_job(
+            servable.model.signatures, signature_name, input, check_method_name=self._check_method
         )
-        examples = inference.serialized_examples(input)
-        results = await self._run_examples(servable, [signature], [True], examples, timeout_ms)
-        return inference.classification_result(signature, results, len(examples))
+        return await self._run(servable, job, timeout_ms)
 
     async def regress(
         self, servable: Servable, signature_name: str, input: Any, *, timeout_ms: int = 0
     ) -> Any:
-        signature = inference.regression_signature(
-            servable.model.signatures, signature_name, check_method_name=self._check_method
+        job = inference.regress_job(
+            servable.model.signatures, signature_name, input, check_method_name=self._check_method
         )
-        examples = inference.serialized_examples(input)
-        results = await self._run_examples(servable, [signature], [False], examples, timeout_ms)
-        return inference.regression_result(signature, results, len(examples))
+        return await self._run(servable, job, timeout_ms)
 
     async def multi_inference(
         self,
@@ -88,44 +84,14 @@ class Service:
         timeout_ms: int = 0,
     ) -> list[Any]:
         """``tasks`` = (signature name, method name) pairs; results in task order."""
-        signatures, classify = [], []
-        for name, method in tasks:
-            name = inference.signature_name(name)
-            if name in (s.name for s in signatures):
-                raise invalid_argument(f"Duplicate evaluation of signature: {name}")
-            signature = servable.model.signatures.get(name)
-            if signature is None:
-                raise invalid_argument(f"Requested signature not found in model graph: {name}")
-            if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
-                raise ServingError(
-                    Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}"
-                )
-            signatures.append(signature)
-            classify.append(method == CLASSIFY_METHOD)
-        examples = inference.serialized_examples(input)
-        results = await self._run_examples(servable, signatures, classify, examples, timeout_ms)
-        return [
-            inference.classification_result(s, results, len(examples))
-            if c
-            else inference.regression_result(s, results, len(examples))
-            for s, c in zip(signatures, classify, strict=True)
-        ]
+        job = inference.multi_inference_job(servable.model.signatures, tasks, input)
+        return await self._run(servable, job, timeout_ms)  # type: ignore[no-any-return]
 
-    async def _run_examples(
-        self,
-        servable: Servable,
-        signatures: Sequence[Signature],
-        classify: Sequence[bool],
-        examples: np.ndarray,
-        timeout_ms: int,
-    ) -> dict[str, np.ndarray]:
-        plan = inference.plan_examples(signatures, examples, classify=classify)
-        return plan.outputs(await self._run(servable, plan, timeout_ms))
-
-    async def _run(self, servable: Servable, plan: Plan, timeout_ms: int) -> list[np.ndarray]:
-        return await self._pool.run(
-            servable.model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
+    async def _run(self, servable: Servable, job: Job, timeout_ms: int) -> Any:
+        results = await self._pool.run(
+            servable.model.run, job.plan.feeds, job.plan.fetches, timeout_ms=timeout_ms
         )
+        return job.finish(results)
 
     # -- status, metadata, config --------------------------------------------------------------
 
