@@ -40,7 +40,6 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "rest_api_timeout_in_ms",
         "rest_api_enable_cors_support",
         "grpc_channel_arguments",
-        "grpc_max_threads",
         "enable_grpc_healthcheck_service",
         "enable_serialization_as_tensor_content",
         # models
@@ -68,7 +67,6 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "per_process_gpu_memory_fraction",
         # TLS / monitoring / general
         "ssl_config_file",
-        "monitoring_config_file",
         "version",
         # aserve extensions (always implemented)
         "host",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -21,11 +20,16 @@ import sys
 from collections.abc import Callable
 
 import aiofiles
+import grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from aserve.config import ServingConfig, parse_model_server_config, single_model
+from aserve import grpc_api
+from aserve._proto import ssl_config_pb2
+from aserve.config import ServingConfig, parse_model_server_config, parse_text_proto, single_model
 from aserve.core import CoreOptions, ServerCore
 from aserve.errors import ServingError
 from aserve.flags import ServerOptions
+from aserve.grpc_api import Health
 from aserve.manager import RetryPolicy
 from aserve.pool import WorkerPool
 from aserve.rest import RestOptions, create_app
@@ -42,7 +46,8 @@ class Server:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.core: ServerCore | None = None
-        self.rest_port = 0  # the bound port, once serving
+        self.rest_port = 0  # the bound ports, once serving
+        self.grpc_port = 0
 
     async def serve(
         self,
@@ -72,10 +77,15 @@ class Server:
         )
         tasks: list[asyncio.Task[None]] = []
         rest_stop = asyncio.Event()
+        health = Health() if options.enable_grpc_healthcheck_service else None
+        grpc_server = None
         try:
             if rest := self._rest_socket():
                 tasks.append(asyncio.create_task(self._serve_rest(service, rest, rest_stop)))
+            grpc_server = await self._start_grpc(service, health)
             await core.start(config)
+            if health is not None:
+                tasks.append(asyncio.create_task(_track_health(core, health)))
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
                 watch = core.watch_config_file(
                     options.model_config_file,
@@ -89,7 +99,11 @@ class Server:
             await stop.wait()
             log.info("shutting down")
         finally:
+            if health is not None:
+                await health.set_serving(False)
             rest_stop.set()
+            if grpc_server is not None:
+                await grpc_server.stop(options.shutdown_grace_seconds)
             await _finish(tasks, options.shutdown_grace_seconds)
             await core.shutdown(options.shutdown_grace_seconds)
             pool.shutdown()
@@ -140,11 +154,51 @@ class Server:
         config.graceful_timeout = options.shutdown_grace_seconds
         await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
+    async def _start_grpc(self, service: Service, health: Health | None) -> grpc.aio.Server | None:
+        options = self.options
+        if not options.port and not options.grpc_socket_path:
+            return None
+        server = grpc.aio.server(options=_grpc_server_options(options))
+        grpc_api.add_to_server(
+            server, service, tensor_content=options.enable_serialization_as_tensor_content
+        )
+        if health is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+            await health.set_serving(False)
+        if options.port:
+            address = f"{options.grpc_host or options.host}:{options.port}"
+            self.grpc_port = _add_port(server, address, self._ssl_credentials())
+        if options.grpc_socket_path:
+            _add_port(server, f"unix:{options.grpc_socket_path}", None)
+        await server.start()
+        return server
+
+    def _ssl_credentials(self) -> grpc.ServerCredentials | None:
+        path = self.options.ssl_config_file
+        if not path:
+            return None
+        try:
+            with open(path) as f:
+                ssl = parse_text_proto(f.read(), ssl_config_pb2.SSLConfig)
+        except OSError as e:
+            raise StartupError(f"cannot read --ssl_config_file={path}: {e.strerror}") from None
+        except ServingError as e:
+            raise StartupError(e.message) from None
+        return grpc.ssl_server_credentials(
+            [(ssl.server_key.encode(), ssl.server_cert.encode())],
+            root_certificates=ssl.custom_ca.encode() or None,
+            require_client_auth=ssl.client_verify,
+        )
+
     def _endpoints(self) -> str:
         options = self.options
         parts = []
         if self.rest_port:
             parts.append(f"REST on {options.rest_api_host or options.host}:{self.rest_port}")
+        if self.grpc_port:
+            parts.append(f"gRPC on {options.grpc_host or options.host}:{self.grpc_port}")
+        if options.grpc_socket_path:
+            parts.append(f"gRPC on unix:{options.grpc_socket_path}")
         return ", ".join(parts) or "no listeners"
 
 
@@ -166,6 +220,37 @@ def run(options: ServerOptions) -> int:
     return 0
 
 
+def _grpc_server_options(options: ServerOptions) -> list[tuple[str, int | str]]:
+    given = dict(options.grpc_channel_arguments)
+    defaults = {  # TF Serving: 2 GiB - 1 both ways unless configured lower
+        "grpc.max_send_message_length": 2**31 - 1,
+        "grpc.max_receive_message_length": 2**31 - 1,
+    }
+    return list({**defaults, **given}.items())
+
+
+def _add_port(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
+) -> int:
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as e:
+        raise StartupError(f"cannot listen on {address}: {e}") from None
+    if port == 0 and not address.startswith("unix:"):
+        raise StartupError(f"cannot listen on {address}")
+    return port
+
+
+async def _track_health(core: ServerCore, health: Health) -> None:
+    while True:
+        serving = core.ready()
+        await health.set_serving(serving)
+        await core.monitor.wait_until(lambda was=serving: core.ready() != was)  # type: ignore[misc]
+
+
 def _core_options(options: ServerOptions) -> CoreOptions:
     interval = options.load_retry_interval_micros / 1e6
     return CoreOptions(
@@ -183,6 +268,8 @@ def _model_loader(options: ServerOptions) -> Callable[[str], object]:
 
     intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
     inter = options.tensorflow_inter_op_parallelism or options.tensorflow_session_parallelism
+    from aserve import warmup
+
     load_options = loader.LoadOptions(
         tags=options.saved_model_tags,
         intra_op_threads=intra or 1,  # one thread per op; the worker pool gives the parallelism
@@ -190,7 +277,18 @@ def _model_loader(options: ServerOptions) -> Callable[[str], object]:
         device=options.device,
         gpu_memory_fraction=options.per_process_gpu_memory_fraction,
     )
-    return functools.partial(loader.load, options=load_options)
+
+    def load(path: str) -> loader.SavedModel:
+        model = loader.load(path, load_options)
+        if options.enable_model_warmup:
+            try:
+                warmup.warm_up(model, options.num_request_iterations_for_warmup)
+            except BaseException:
+                model.close()
+                raise
+        return model
+
+    return load
 
 
 def _listen(host: str, port: int) -> socket.socket:

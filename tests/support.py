@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 
 from aserve import flags
@@ -38,6 +39,17 @@ TF2_HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_tf2_cpu"
 COUNTER = TESTDATA / "saved_model_counter"
 MATRIX_HALF_PLUS_TWO = TESTDATA / "batching" / "matrix_half_plus_two"
 BAD_MODEL = TESTDATA / "bad_half_plus_two"
+
+
+class Stubs:
+    """The official tensorflow-serving-api stubs on one channel."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self.channel = channel
+        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self.model = model_service_pb2_grpc.ModelServiceStub(channel)
 
 
 def free_port() -> int:
