@@ -22,6 +22,7 @@ it is AVAILABLE; a label whose version never becomes AVAILABLE is logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 import aiofiles
 
+from aserve.batching import DirectRunner, Runner
 from aserve.config import ConfigDiff, ModelConfig, ServingConfig, diff, parse_model_server_config
 from aserve.errors import Code, ServingError, failed_precondition
 from aserve.ids import ServableId
@@ -50,7 +52,12 @@ class CoreOptions:
 
 class ServerCore:
     def __init__(
-        self, *, options: CoreOptions, pool: WorkerPool, load_model: Callable[[str], Any]
+        self,
+        *,
+        options: CoreOptions,
+        pool: WorkerPool,
+        load_model: Callable[[str], Any],
+        make_runner: Callable[[Any], Runner] | None = None,
     ) -> None:
         self.options = options
         self.pool = pool
@@ -68,6 +75,7 @@ class ServerCore:
         )
         self.config = ServingConfig.of()
         self._load_model = load_model
+        self._make_runner = make_runner or functools.partial(DirectRunner, pool=pool)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life cycle -------------------------------------------------------------------------
@@ -177,9 +185,10 @@ class ServerCore:
 
     async def _load(self, id: ServableId, path: str) -> Servable:
         model = await self.pool.load(self._load_model, path)
-        return Servable(id, model)
+        return Servable(id, model, self._make_runner(model))
 
     async def _unload(self, servable: Servable) -> None:
+        await servable.runner.close()
         await self.pool.unload(servable.model.close)
 
 

@@ -64,6 +64,10 @@ class Monitor:
     def log(self) -> list[VersionStatus]:
         return list(self._log)
 
+    async def changed(self) -> None:
+        """Return at the next state change."""
+        await self._changed.wait()
+
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` holds, re-checking after every state change."""
         while not predicate():

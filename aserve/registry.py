@@ -27,18 +27,19 @@ from aserve.errors import Code, ServingError, not_found
 from aserve.ids import ServableId, ServableRequest
 
 if TYPE_CHECKING:
+    from aserve.batching import Runner
     from aserve.loader import SavedModel
 
 
 class Servable:
     """A loaded version as requests see it; counts the requests holding it."""
 
-    __slots__ = ("id", "model", "refs", "extras", "_drained")
+    __slots__ = ("id", "model", "runner", "refs", "_drained")
 
-    def __init__(self, id: ServableId, model: SavedModel, *, extras: Any = None) -> None:
+    def __init__(self, id: ServableId, model: SavedModel, runner: Runner) -> None:
         self.id = id
         self.model = model
-        self.extras = extras  # per-version helpers owned by the server (e.g. batchers)
+        self.runner = runner  # runs the model's plans: directly, or batched
         self.refs = 0
         self._drained: asyncio.Event | None = None
 

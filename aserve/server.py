@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import aiofiles
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from aserve import grpc_api
-from aserve._proto import ssl_config_pb2
+from aserve._proto import batching_parameters_pb2, ssl_config_pb2
+from aserve.batching import BatchingOptions, BatchingRunner, Runner
 from aserve.config import ServingConfig, parse_model_server_config, parse_text_proto, single_model
 from aserve.core import CoreOptions, ServerCore
 from aserve.errors import ServingError
@@ -32,7 +36,7 @@ from aserve.flags import ServerOptions
 from aserve.grpc_api import Health
 from aserve.manager import RetryPolicy
 from aserve.pool import WorkerPool
-from aserve.rest import RestOptions, create_app
+from aserve.rest import RestOptions, RestServer, create_app
 from aserve.service import Service, ServiceOptions
 
 log = logging.getLogger("aserve")
@@ -69,21 +73,23 @@ class Server:
             unload_threads=options.num_unload_threads,
         )
         core = self.core = ServerCore(
-            options=_core_options(options), pool=pool, load_model=_model_loader(options)
+            options=_core_options(options),
+            pool=pool,
+            load_model=_model_loader(options),
+            make_runner=self._runner_factory(pool),
         )
         service = Service(
             core=core,
             options=ServiceOptions(check_method_name=options.enable_signature_method_name_check),
         )
         tasks: list[asyncio.Task[None]] = []
-        rest_stop = asyncio.Event()
         health = Health() if options.enable_grpc_healthcheck_service else None
-        grpc_server = None
+        rest_server = grpc_server = None
         try:
-            if rest := self._rest_socket():
-                tasks.append(asyncio.create_task(self._serve_rest(service, rest, rest_stop)))
+            rest_server = await self._start_rest(service)
             grpc_server = await self._start_grpc(service, health)
             await core.start(config)
+            tasks.append(asyncio.create_task(_freeze_heap_after_loads(core)))
             if health is not None:
                 tasks.append(asyncio.create_task(_track_health(core, health)))
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
@@ -101,7 +107,8 @@ class Server:
         finally:
             if health is not None:
                 await health.set_serving(False)
-            rest_stop.set()
+            if rest_server is not None:
+                await rest_server.stop()
             if grpc_server is not None:
                 await grpc_server.stop(options.shutdown_grace_seconds)
             await _finish(tasks, options.shutdown_grace_seconds)
@@ -122,6 +129,31 @@ class Server:
             raise StartupError(e.message) from None
         return config or ServingConfig.of(), text
 
+    def _runner_factory(self, pool: WorkerPool) -> Callable[[Any], Runner] | None:
+        """With --enable_batching, every loaded version gets a batching runner."""
+        options = self.options
+        if not options.enable_batching:
+            return None
+        params = batching_parameters_pb2.BatchingParameters()
+        if options.batching_parameters_file:
+            try:
+                with open(options.batching_parameters_file) as f:
+                    params = parse_text_proto(f.read(), batching_parameters_pb2.BatchingParameters)
+            except OSError as e:
+                path = options.batching_parameters_file
+                raise StartupError(
+                    f"cannot read --batching_parameters_file={path}: {e.strerror}"
+                ) from None
+        try:
+            batching = BatchingOptions.from_proto(params)
+        except ServingError as e:
+            raise StartupError(e.message) from None
+        # a batch runs in a worker thread: more batch threads than workers would only queue
+        in_flight = min(batching.num_batch_threads, pool.workers)
+        log.info("batching: %s, at most %d batch(es) running", batching, in_flight)
+        slots = asyncio.Semaphore(in_flight)
+        return functools.partial(BatchingRunner, pool=pool, options=batching, slots=slots)
+
     def _rest_socket(self) -> socket.socket | None:
         options = self.options
         if options.rest_api_port == 0:
@@ -133,10 +165,10 @@ class Server:
         self.rest_port = sock.getsockname()[1]
         return sock
 
-    async def _serve_rest(self, service: Service, sock: socket.socket, stop: asyncio.Event) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
-
+    async def _start_rest(self, service: Service) -> RestServer | None:
+        sock = self._rest_socket()
+        if sock is None:
+            return None
         options = self.options
         app = create_app(
             service,
@@ -146,13 +178,9 @@ class Server:
                 cors=options.rest_api_enable_cors_support,
             ),
         )
-        config = Config()
-        config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns and closes the socket
-        config.accesslog = None
-        config.errorlog = logging.getLogger("aserve.http")
-        config.keep_alive_max_requests = 2**31
-        config.graceful_timeout = options.shutdown_grace_seconds
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        server = RestServer(app, sock, grace_seconds=options.shutdown_grace_seconds)
+        await server.start()
+        return server
 
     async def _start_grpc(self, service: Service, health: Health | None) -> grpc.aio.Server | None:
         options = self.options
@@ -209,6 +237,8 @@ def run(options: ServerOptions) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("uvicorn.error", "tensorflow"):  # aserve logs its own start-up and loads
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     import uvloop
 
     try:
@@ -242,6 +272,18 @@ def _add_port(
     if port == 0 and not address.startswith("unix:"):
         raise StartupError(f"cannot listen on {address}")
     return port
+
+
+async def _freeze_heap_after_loads(core: ServerCore) -> None:
+    """Keep TensorFlow's huge, long-lived object graph out of the garbage collector's scans.
+
+    Measured: with TF imported, each full collection took ~180 ms (collecting nothing) and
+    stalled every request in flight (REST p99 157 ms at 32 connections). Objects alive after
+    a load are frozen into the permanent generation, so collections only scan new objects.
+    """
+    while True:
+        gc.freeze()
+        await core.monitor.changed()
 
 
 async def _track_health(core: ServerCore, health: Health) -> None:

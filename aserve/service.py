@@ -37,7 +37,6 @@ class ServiceOptions:
 class Service:
     def __init__(self, *, core: ServerCore, options: ServiceOptions = ServiceOptions()) -> None:
         self.core = core
-        self._pool = core.pool
         self._check_method = options.check_method_name
 
     def acquire(self, request: ServableRequest) -> Handle:
@@ -88,10 +87,7 @@ class Service:
         return await self._run(servable, job, timeout_ms)  # type: ignore[no-any-return]
 
     async def _run(self, servable: Servable, job: Job, timeout_ms: int) -> Any:
-        results = await self._pool.run(
-            servable.model.run, job.plan.feeds, job.plan.fetches, timeout_ms=timeout_ms
-        )
-        return job.finish(results)
+        return job.finish(await servable.runner.run(job.plan, timeout_ms))
 
     # -- status, metadata, config --------------------------------------------------------------
 

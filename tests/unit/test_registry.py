@@ -10,7 +10,7 @@ from aserve.registry import Registry, Servable
 
 def servable(name: str, version: int) -> Servable:
     model: Any = object()
-    return Servable(ServableId(name, version), model)
+    return Servable(ServableId(name, version), model, runner=model)
 
 
 def test_resolution_latest_specific_label() -> None:

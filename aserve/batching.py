@@ -1,0 +1,431 @@
+"""Dynamic batching on the event loop (TF Serving's BatchingSession + SharedBatchScheduler).
+
+Every loaded version gets a runner; a service runs each request's plan through it:
+
+    results = await servable.runner.run(plan, timeout_ms)
+
+:class:`DirectRunner` runs every plan on its own in the worker pool.
+:class:`BatchingRunner` queues plans whose feeds and fetches are exactly those of a
+signature (TF's rule; anything else runs on its own), one queue per such run. A
+scheduler task per queue forms a batch once a batch thread is free and either the
+batch is full (``max_batch_size``) or its oldest request has waited
+``batch_timeout_micros``; it concatenates the inputs along dimension 0, runs the
+batch once in the worker pool and splits the outputs back to each request.
+
+* Requests whose inputs cannot be concatenated (different trailing shapes) are never
+  merged with each other; with ``pad_variable_length_inputs`` they are padded as TF
+  pads them (up to the largest size per dimension, with the tensor's first element).
+  Requests that cannot be batched at all (no inputs, scalars, unequal first
+  dimensions) run on their own instead of failing, as TF Serving would make them.
+* ``allowed_batch_sizes`` pads a batch to the next allowed size by repeating the
+  first row of its last request; the padding rows of the outputs are dropped.
+* Back-pressure: when ``max_enqueued_batches`` batches wait, new requests fail at
+  once with UNAVAILABLE. A request whose caller has gone (cancelled) or whose
+  timeout passed is dropped from the queue before it runs.
+* A failed batch fails each of its requests with the error; nothing hangs.
+
+Batch threads (``num_batch_threads``) are shared by every queue of the server, as
+TF's shared scheduler's threads are; batches run in the worker pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from aserve.errors import Code, ServingError, invalid_argument
+from aserve.inference import Plan
+from aserve.pool import WorkerPool
+
+Feeds = Mapping[str, np.ndarray]
+
+
+class Runner(Protocol):
+    async def run(self, plan: Plan, timeout_ms: int) -> list[np.ndarray]: ...
+
+    async def close(self) -> None: ...
+
+
+class Model(Protocol):
+    signatures: Mapping[str, Any]
+
+    def run(
+        self, feeds: Feeds, fetches: Sequence[str], *, timeout_ms: int = 0
+    ) -> list[np.ndarray]: ...
+
+
+class DirectRunner:
+    """Every plan as its own session run in the worker pool."""
+
+    def __init__(self, model: Model, *, pool: WorkerPool) -> None:
+        self._model = model
+        self._pool = pool
+
+    async def run(self, plan: Plan, timeout_ms: int) -> list[np.ndarray]:
+        return await self._pool.run(
+            self._model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
+        )
+
+    async def close(self) -> None:
+        pass
+
+
+# -- options -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingOptions:
+    """TF Serving's BatchingParameters, with its defaults."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = os.cpu_count() or 1
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int = 0  # 0: max_batch_size
+
+    @property
+    def capacity(self) -> int:
+        """The largest batch run."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
+
+    @classmethod
+    def from_proto(cls, params: Any) -> BatchingOptions:
+        def value(field: str, default: Any) -> Any:
+            return getattr(params, field).value if params.HasField(field) else default
+
+        options = cls(
+            max_batch_size=value("max_batch_size", cls.max_batch_size),
+            batch_timeout_micros=value("batch_timeout_micros", cls.batch_timeout_micros),
+            max_enqueued_batches=value("max_enqueued_batches", cls.max_enqueued_batches),
+            num_batch_threads=value("num_batch_threads", cls.num_batch_threads),
+            allowed_batch_sizes=tuple(params.allowed_batch_sizes),
+            pad_variable_length_inputs=params.pad_variable_length_inputs,
+            enable_large_batch_splitting=value("enable_large_batch_splitting", False),
+            max_execution_batch_size=value("max_execution_batch_size", 0),
+        )
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        sizes = self.allowed_batch_sizes
+        if min(self.max_batch_size, self.max_enqueued_batches, self.num_batch_threads) < 1:
+            raise invalid_argument(
+                "max_batch_size, max_enqueued_batches and num_batch_threads must be positive"
+            )
+        if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+            raise invalid_argument("allowed_batch_sizes entries must be monotonically increasing")
+        if sizes and sizes[-1] != self.capacity:
+            raise invalid_argument(
+                "Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
+                f"{sizes[-1]}; expected {self.capacity}"
+            )
+
+
+# -- merging and splitting (pure; runs in the worker thread) -----------------------------------
+
+
+def batch_size(feeds: Feeds) -> int | None:
+    """The common first dimension of ``feeds``; None when they cannot be batched."""
+    sizes = {array.shape[0] if array.ndim else None for array in feeds.values()}
+    if len(sizes) != 1 or None in sizes:
+        return None
+    return sizes.pop()
+
+
+def compatibility(feeds: Feeds, *, pad: bool) -> tuple[Any, ...]:
+    """Requests with equal keys can share a batch."""
+    if pad:
+        return tuple((name, a.ndim, a.dtype) for name, a in sorted(feeds.items()))
+    return tuple((name, a.shape[1:], a.dtype) for name, a in sorted(feeds.items()))
+
+
+def merge(parts: Sequence[Feeds], *, pad: bool, padded_size: int) -> dict[str, np.ndarray]:
+    merged = {}
+    for name in parts[0]:
+        arrays = [part[name] for part in parts]
+        if pad:
+            arrays = _pad_to_largest(arrays)
+        batch = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        if padded_size > batch.shape[0]:
+            filler = np.repeat(arrays[-1][:1], padded_size - batch.shape[0], axis=0)
+            batch = np.concatenate([batch, filler])
+        merged[name] = batch
+    return merged
+
+
+def _pad_to_largest(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    target = np.max([a.shape[1:] for a in arrays], axis=0)
+    padded = []
+    for array in arrays:
+        widths = [(0, 0)] + [(0, int(t - s)) for s, t in zip(array.shape[1:], target, strict=True)]
+        fill = array.flat[0] if array.size else 0
+        padded.append(
+            np.pad(array, widths, constant_values=fill) if any(w for _, w in widths) else array
+        )
+    return padded
+
+
+def split(
+    outputs: Sequence[np.ndarray], sizes: Sequence[int], padded_size: int
+) -> list[list[np.ndarray]]:
+    for output in outputs:
+        if output.ndim == 0 or output.shape[0] != padded_size:
+            raise invalid_argument(
+                "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                "dimension sizes of the input tensors"
+            )
+    bounds = np.cumsum([0, *sizes]).tolist()
+    return [[o[a:b] for o in outputs] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def run_batch(
+    model: Model,
+    parts: Sequence[Feeds],
+    fetches: Sequence[str],
+    *,
+    pad: bool,
+    padded_size: int,
+    timeout_ms: int,
+) -> list[list[np.ndarray]]:
+    sizes = [batch_size(part) or 0 for part in parts]
+    feeds = merge(parts, pad=pad, padded_size=padded_size)
+    return split(model.run(feeds, fetches, timeout_ms=timeout_ms), sizes, padded_size)
+
+
+# -- the scheduler (on the loop) --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherStatistics:
+    queued_requests: int
+    running_batches: int
+    last_batch_size: int
+    batches: int
+
+
+class _Task:
+    __slots__ = ("feeds", "size", "key", "future", "enqueued", "deadline")
+
+    def __init__(self, feeds: Feeds, size: int, key: tuple[Any, ...], timeout_ms: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.feeds = feeds
+        self.size = size
+        self.key = key
+        self.future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        self.enqueued = loop.time()
+        self.deadline = self.enqueued + timeout_ms / 1000 if timeout_ms > 0 else None
+
+
+class Batcher:
+    """One queue: the requests of one signature of one version."""
+
+    def __init__(
+        self,
+        model: Model,
+        fetches: Sequence[str],
+        *,
+        pool: WorkerPool,
+        options: BatchingOptions,
+        slots: asyncio.Semaphore,
+    ) -> None:
+        self._model = model
+        self._fetches = tuple(fetches)
+        self._pool = pool
+        self._options = options
+        self._slots = slots
+        self._queue: collections.deque[_Task] = collections.deque()
+        self._queued = 0  # examples waiting
+        self._arrived = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._last_batch_size = 0
+        self._batches = 0
+        self._scheduler = asyncio.create_task(self._schedule(), name="aserve-batcher")
+
+    async def run(self, feeds: Feeds, size: int, timeout_ms: int) -> list[np.ndarray]:
+        options = self._options
+        if size > options.max_batch_size:
+            raise invalid_argument(
+                f"Task size {size} is larger than maximum input batch size {options.max_batch_size}"
+            )
+        if size > options.capacity:  # only with enable_large_batch_splitting
+            return await self._run_split(feeds, size, timeout_ms)
+        enqueued = -(-(self._queued + size) // options.capacity)
+        if enqueued > options.max_enqueued_batches:
+            raise ServingError(
+                Code.UNAVAILABLE,
+                "The batch scheduling queue to which this task was submitted is full; currently "
+                f"{enqueued - 1} batches enqueued and max_enqueued_batches is "
+                f"{options.max_enqueued_batches}",
+            )
+        key = compatibility(feeds, pad=options.pad_variable_length_inputs)
+        task = _Task(feeds, size, key, timeout_ms)
+        if not self._queue and not self._slots.locked() and not options.batch_timeout_micros:
+            # nobody to wait for and a batch thread free: run now, without a scheduler hop
+            await self._slots.acquire()
+            await self._run_batch([task])
+            return task.future.result()
+        self._queue.append(task)
+        self._queued += size
+        self._arrived.set()
+        return await task.future  # cancelling this cancels the queued task
+
+    async def _run_split(self, feeds: Feeds, size: int, timeout_ms: int) -> list[np.ndarray]:
+        step = self._options.capacity
+        pieces = [{k: v[i : i + step] for k, v in feeds.items()} for i in range(0, size, step)]
+        results = await asyncio.gather(
+            *(self.run(p, min(step, size - i * step), timeout_ms) for i, p in enumerate(pieces))
+        )
+        return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+
+    def statistics(self) -> BatcherStatistics:
+        return BatcherStatistics(
+            self._queued, len(self._running), self._last_batch_size, self._batches
+        )
+
+    async def close(self) -> None:
+        self._scheduler.cancel()
+        for task in self._queue:
+            if not task.future.done():
+                task.future.set_exception(ServingError(Code.UNAVAILABLE, "The model was unloaded"))
+        if self._running:
+            await asyncio.wait(self._running)
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self._options.batch_timeout_micros / 1e6
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if timeout and self._queued < self._options.capacity:
+                wait = self._queue[0].enqueued + timeout - loop.time()
+                if wait > 0:
+                    self._arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), wait)
+                    continue
+            await self._slots.acquire()
+            batch = self._take(loop.time())
+            if not batch:
+                self._slots.release()
+                continue
+            job = asyncio.create_task(self._run_batch(batch))
+            self._running.add(job)
+            job.add_done_callback(self._running.discard)
+
+    def _take(self, now: float) -> list[_Task]:
+        """Pop the head request and every later compatible one that fits, in queue order."""
+        batch: list[_Task] = []
+        kept: list[_Task] = []
+        room = self._options.capacity
+        while self._queue and room:
+            task = self._queue.popleft()
+            if task.future.done():  # cancelled by its caller
+                self._queued -= task.size
+            elif task.deadline is not None and task.deadline <= now:
+                self._queued -= task.size
+                task.future.set_exception(
+                    ServingError(
+                        Code.RESOURCE_EXHAUSTED,
+                        "Run() timeout exceeded while waiting in batching queue",
+                    )
+                )
+            elif (batch and task.key != batch[0].key) or task.size > room:
+                kept.append(task)
+                if task.size > room:
+                    break
+            else:
+                batch.append(task)
+                room -= task.size
+                self._queued -= task.size
+        self._queue.extendleft(reversed(kept))
+        return batch
+
+    async def _run_batch(self, batch: list[_Task]) -> None:
+        total = sum(task.size for task in batch)
+        padded = next((s for s in self._options.allowed_batch_sizes if s >= total), total)
+        try:
+            results = await self._pool.run(
+                run_batch,
+                self._model,
+                [task.feeds for task in batch],
+                self._fetches,
+                pad=self._options.pad_variable_length_inputs,
+                padded_size=padded,
+                timeout_ms=_batch_timeout_ms(batch),
+            )
+        except Exception as e:
+            error = e if isinstance(e, ServingError) else ServingError(Code.INTERNAL, repr(e))
+            for task in batch:
+                if not task.future.done():
+                    task.future.set_exception(error)
+        else:
+            for task, outputs in zip(batch, results, strict=True):
+                if not task.future.done():
+                    task.future.set_result(outputs)
+        finally:
+            self._slots.release()
+            self._last_batch_size, self._batches = total, self._batches + 1
+
+
+def _batch_timeout_ms(batch: Sequence[_Task]) -> int:
+    """The longest time any request of the batch still allows (0: no limit)."""
+    if any(task.deadline is None for task in batch):
+        return 0
+    now = asyncio.get_running_loop().time()
+    return max(1, int((max(task.deadline for task in batch if task.deadline) - now) * 1000))
+
+
+class BatchingRunner:
+    """Batches the plans that run a whole signature; runs anything else directly."""
+
+    def __init__(
+        self, model: Model, *, pool: WorkerPool, options: BatchingOptions, slots: asyncio.Semaphore
+    ) -> None:
+        self._model = model
+        self._pool = pool
+        self._options = options
+        self._slots = slots
+        self._direct = DirectRunner(model, pool=pool)
+        self._batchable = {
+            (
+                frozenset(s.name for s in sig.inputs.values()),
+                frozenset(s.name for s in sig.outputs.values()),
+            )
+            for sig in model.signatures.values()
+            if sig.inputs
+        }
+        self._batchers: dict[tuple[frozenset[str], tuple[str, ...]], Batcher] = {}
+
+    async def run(self, plan: Plan, timeout_ms: int) -> list[np.ndarray]:
+        feeds = frozenset(plan.feeds)
+        size = batch_size(plan.feeds)
+        if size is None or (feeds, frozenset(plan.fetches)) not in self._batchable:
+            return await self._direct.run(plan, timeout_ms)
+        batcher = self._batchers.get((feeds, plan.fetches))
+        if batcher is None:
+            batcher = Batcher(
+                self._model, plan.fetches, pool=self._pool, options=self._options, slots=self._slots
+            )
+            self._batchers[(feeds, plan.fetches)] = batcher
+        return await batcher.run(plan.feeds, size, timeout_ms)
+
+    def statistics(self) -> list[BatcherStatistics]:
+        return [b.statistics() for b in self._batchers.values()]
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
