@@ -102,18 +102,20 @@ class BatchingOptions:
 
     @classmethod
     def from_proto(cls, params: Any) -> BatchingOptions:
-        def value(field: str, default: Any) -> Any:
-            return getattr(params, field).value if params.HasField(field) else default
-
+        """From TF Serving's BatchingParameters; unset wrapper fields keep TF's defaults."""
+        wrapped = (
+            "max_batch_size",
+            "batch_timeout_micros",
+            "max_enqueued_batches",
+            "num_batch_threads",
+            "enable_large_batch_splitting",
+            "max_execution_batch_size",
+        )
+        given = {name: getattr(params, name).value for name in wrapped if params.HasField(name)}
         options = cls(
-            max_batch_size=value("max_batch_size", cls.max_batch_size),
-            batch_timeout_micros=value("batch_timeout_micros", cls.batch_timeout_micros),
-            max_enqueued_batches=value("max_enqueued_batches", cls.max_enqueued_batches),
-            num_batch_threads=value("num_batch_threads", cls.num_batch_threads),
+            **given,
             allowed_batch_sizes=tuple(params.allowed_batch_sizes),
             pad_variable_length_inputs=params.pad_variable_length_inputs,
-            enable_large_batch_splitting=value("enable_large_batch_splitting", False),
-            max_execution_batch_size=value("max_execution_batch_size", 0),
         )
         options.validate()
         return options
@@ -249,6 +251,7 @@ class Batcher:
         self._queued = 0  # examples waiting
         self._arrived = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # batches running, including ones run without the scheduler
         self._last_batch_size = 0
         self._batches = 0
         self._scheduler = asyncio.create_task(self._schedule(), name="aserve-batcher")
@@ -291,7 +294,7 @@ class Batcher:
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(
-            self._queued, len(self._running), self._last_batch_size, self._batches
+            self._queued, self._in_flight, self._last_batch_size, self._batches
         )
 
     async def close(self) -> None:
@@ -357,6 +360,7 @@ class Batcher:
     async def _run_batch(self, batch: list[_Task]) -> None:
         total = sum(task.size for task in batch)
         padded = next((s for s in self._options.allowed_batch_sizes if s >= total), total)
+        self._in_flight += 1
         try:
             results = await self._pool.run(
                 run_batch,
@@ -378,6 +382,7 @@ class Batcher:
                     task.future.set_result(outputs)
         finally:
             self._slots.release()
+            self._in_flight -= 1
             self._last_batch_size, self._batches = total, self._batches + 1
 
 

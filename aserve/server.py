@@ -11,7 +11,6 @@ a one-line error plus a non-zero exit status when start-up fails.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
 import logging
@@ -111,7 +110,7 @@ class Server:
                 await rest_server.stop()
             if grpc_server is not None:
                 await grpc_server.stop(options.shutdown_grace_seconds)
-            await _finish(tasks, options.shutdown_grace_seconds)
+            await _cancel(tasks)
             await core.shutdown(options.shutdown_grace_seconds)
             pool.shutdown()
 
@@ -350,11 +349,8 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def _finish(tasks: list[asyncio.Task[None]], grace_seconds: float) -> None:
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=grace_seconds + 1)
-    for task in pending:
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Stop the background loops (health, heap freezing, config watching)."""
+    for task in tasks:
         task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)

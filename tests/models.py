@@ -4,9 +4,9 @@
   ``multi`` (inputs ``a`` float [-1,2] and ``b`` float [-1] -> outputs ``sum`` = a0+a1+b and
   ``label_bytes`` (string) = "ex") and ``text`` (string ``s`` -> ``length`` int32 and
   ``upper`` string).
-* ``gate``: ``serving_default``: input ``path`` (string scalar) -> ``content`` = the file's
-  text, once that file exists (it busy-waits in the graph until then). Lets a test hold a
-  request inside TensorFlow for as long as it wants.
+* ``gate``: ``serving_default``: input ``path`` (string [batch]) -> ``content`` [batch] = the
+  text of the file ``path[0]``, once that file exists (it busy-waits in the graph until then).
+  Lets a test hold a request, or a whole batch, inside TensorFlow for as long as it wants.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def build_gate(path: Path) -> Path:
     predict = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def
 
     def build() -> dict[str, object]:
-        gate = tf.compat.v1.placeholder(tf.string, shape=[], name="path")
+        paths = tf.compat.v1.placeholder(tf.string, shape=[None], name="path")
+        gate = paths[0]
         waited = tf.while_loop(
             lambda i: tf.equal(tf.size(tf.io.matching_files(gate)), 0),
             lambda i: i + 1,
@@ -86,7 +87,7 @@ def build_gate(path: Path) -> Path:
             parallel_iterations=1,
         )
         with tf.control_dependencies(tf.nest.flatten(waited)):
-            content = tf.io.read_file(gate, name="content")
-        return {"serving_default": predict({"path": gate}, {"content": content})}
+            content = tf.fill(tf.shape(paths), tf.io.read_file(gate), name="content")
+        return {"serving_default": predict({"path": paths}, {"content": content})}
 
     return _save(path, build)

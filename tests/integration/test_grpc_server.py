@@ -75,7 +75,7 @@ def test_deadline_bounds_the_model_run_and_frees_the_workers(
 
             def wait_forever(_: int) -> grpc.StatusCode:
                 request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="gate"))
-                request.inputs["path"].CopyFrom(tf.make_tensor_proto(str(tmp_path / "never")))
+                request.inputs["path"].CopyFrom(tf.make_tensor_proto([str(tmp_path / "never")]))
                 try:
                     stubs.prediction.Predict(request, 0.5)
                 except grpc.RpcError as e:

@@ -171,9 +171,12 @@ def test_startup_labels_apply_once_their_versions_are_available(tmp_path: Path) 
         assert served_version(server, suffix="/labels/canary") == 2
 
 
-def test_zero_failed_requests_while_versions_swap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", [(), ("--enable_batching",)], ids=["direct", "batching"])
+def test_zero_failed_requests_while_versions_swap(
+    tmp_path: Path, batching: tuple[str, ...]
+) -> None:
     copy_version(V1, tmp_path, 1)
-    with run_server("--model_name=m", f"--model_base_path={tmp_path}") as server:
+    with run_server("--model_name=m", f"--model_base_path={tmp_path}", *batching) as server:
         server.wait_for_versions("m", {1})
         stop, results = threading.Event(), Counter[str]()
 
@@ -214,7 +217,7 @@ def test_version_in_use_is_not_unloaded_until_its_request_finishes(
         answer: dict[str, httpx.Response] = {}
         request = threading.Thread(
             target=lambda: answer.update(
-                r=server.post("/v1/models/gate:predict", {"inputs": {"path": str(gate)}})
+                r=server.post("/v1/models/gate:predict", {"inputs": {"path": [str(gate)]}})
             )
         )
         request.start()
@@ -235,7 +238,7 @@ def test_version_in_use_is_not_unloaded_until_its_request_finishes(
         staged.write_text("released")
         staged.rename(gate)
         request.join(30)
-        assert answer["r"].status_code == 200 and answer["r"].json() == {"outputs": "released"}
+        assert answer["r"].status_code == 200 and answer["r"].json() == {"outputs": ["released"]}
         server.wait_for_state("gate", 1, "END")
 
 

@@ -1,0 +1,147 @@
+"""Server-side batching end to end: correct answers per request, back-pressure, drains."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2
+
+from aserve.ids import ServableRequest
+from support import (
+    COUNTER,
+    HALF_PLUS_TWO,
+    MATRIX_HALF_PLUS_TWO,
+    TESTDATA,
+    RunningServer,
+    Stubs,
+    copy_version,
+    run_server,
+    wait_until,
+)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    tmp_path: Path, built_models: dict[str, Path]
+) -> None:
+    models = {
+        "hpt": HALF_PLUS_TWO,
+        "matrix": MATRIX_HALF_PLUS_TWO,
+        "counter": COUNTER,
+        "echo": built_models["echo"],
+    }
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {"
+        + "".join(
+            f' config {{ name: "{n}" base_path: "{p}" model_platform: "tensorflow" }}'
+            for n, p in models.items()
+        )
+        + " }"
+    )
+    args = [
+        f"--model_config_file={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={TESTDATA / 'batching_config.txt'}",
+    ]
+    with run_server(*args) as server, grpc.insecure_channel(server.grpc_target) as channel:
+        for name in models:
+            server.wait_for_versions(name, {1} if name in ("matrix", "echo") else {123})
+        stubs = Stubs(channel)
+
+        def over_rest(i: int) -> float:
+            answer = server.post("/v1/models/hpt:predict", {"instances": [float(i)]})
+            return float(answer.json()["predictions"][0])
+
+        def over_grpc(i: int) -> list[float]:
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="hpt"))
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[i], [i + 1]], np.float32)))
+            return list(stubs.prediction.Predict(request, 30).outputs["y"].float_val)
+
+        def matrix(i: int) -> float:
+            answer = server.post(
+                "/v1/models/matrix:predict", {"instances": [np.full((3, 3), i).tolist()]}
+            )
+            return float(answer.json()["predictions"][0][2][2])
+
+        def multi(i: int) -> float:
+            body = {"signature_name": "multi", "instances": [{"a": [i, 1.0], "b": 2.0}]}
+            return float(
+                server.post("/v1/models/echo:predict", body).json()["predictions"][0]["sum"]
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            rest = pool.map(over_rest, range(200))
+            grpc_answers = pool.map(over_grpc, range(200))
+            matrices = pool.map(matrix, range(50))
+            sums = pool.map(multi, range(50))
+            assert list(rest) == [i * 0.5 + 2 for i in range(200)]
+            assert list(grpc_answers) == [[i * 0.5 + 2, (i + 1) * 0.5 + 2] for i in range(200)]
+            assert list(matrices) == [i * 0.5 + 2 for i in range(50)]
+            assert list(sums) == [i + 3.0 for i in range(50)]
+        # a signature without inputs cannot be batched; it runs on its own instead of failing
+        answer = server.post(
+            "/v1/models/counter:predict", {"signature_name": "incr_counter_by", "inputs": 1.0}
+        )
+        assert answer.status_code == 200
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name="counter", signature_name="get_counter")
+        )
+        assert stubs.prediction.Predict(request, 10).outputs["output"].float_val == [1.0]
+
+
+def test_full_queue_answers_503_at_once(tmp_path: Path, built_models: dict[str, Path]) -> None:
+    (tmp_path / "gate").mkdir()
+    copy_version(built_models["gate"] / "1", tmp_path / "gate", 1)
+    params = tmp_path / "batching.config"
+    params.write_text(
+        "max_batch_size { value: 1 } max_enqueued_batches { value: 1 } num_batch_threads { value: 1 }"
+    )
+    gate = tmp_path / "open"
+    with run_server(
+        "--model_name=gate",
+        f"--model_base_path={tmp_path / 'gate'}",
+        "--enable_batching",
+        f"--batching_parameters_file={params}",
+    ) as server:
+        server.wait_for_versions("gate", {1})
+        body = {"inputs": {"path": [str(gate)]}}
+        answers: list[int] = []
+
+        def send() -> None:
+            answers.append(server.post("/v1/models/gate:predict", body).status_code)
+
+        first = threading.Thread(target=send)
+        first.start()  # runs, and waits in TensorFlow for the gate file
+        wait_until(lambda: _batch_stats(server)[1] == 1, 30, "a running batch")
+        second = threading.Thread(target=send)
+        second.start()  # waits in the queue
+        wait_until(lambda: _batch_stats(server)[0] == 1, 30, "a queued request")
+        started = time.monotonic()
+        refused = server.post("/v1/models/gate:predict", body)
+        assert time.monotonic() - started < 5
+        assert refused.status_code == 503
+        assert json.loads(refused.text)["error"] == (
+            "The batch scheduling queue to which this task was submitted is full; currently 1 "
+            "batches enqueued and max_enqueued_batches is 1"
+        )
+        staged = tmp_path / "staged"
+        staged.write_text("go")
+        staged.rename(gate)
+        first.join(30)
+        second.join(30)
+        assert answers == [200, 200]
+
+
+def _batch_stats(server: RunningServer) -> tuple[int, int]:
+    """(queued requests, running batches) of the gate model's batcher, read in process."""
+    assert server.server.core is not None
+    servable = server.server.core.registry.resolve(ServableRequest.latest("gate"))
+    stats = servable.runner.statistics()  # type: ignore[attr-defined]
+    return (stats[0].queued_requests, stats[0].running_batches) if stats else (0, 0)
