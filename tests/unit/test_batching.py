@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 
 from aserve._proto import batching_parameters_pb2
-from aserve.batching import (
-    Batcher,
-    BatchingOptions,
-    batch_size,
-    merge,
-    split,
-)
+from aserve.batches import batch_size, merge, split
+from aserve.batching import Batcher, BatchingOptions
 from aserve.errors import Code, ServingError
 from aserve.pool import WorkerPool
 
