@@ -1,0 +1,1 @@
+"""Load-test and accuracy tools for aserve; kept outside pytest collection."""
