@@ -1,0 +1,555 @@
+#!/usr/bin/env python
+"""aserve's benchmark: one command, one table per model, served figures against the ceiling.
+
+    python bench.py                 # everything (about 10 minutes on 2 cores)
+    python bench.py --quick         # shorter runs, for a smoke check
+    python bench.py --plot          # also write bench-results/latency_vs_throughput.png
+
+For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute-heavy
+``mlp``; built here with TensorFlow, see loadtests/models.py) it measures, in one run:
+
+(a) the in-process ceiling: the SavedModel called directly in this process, one caller,
+    at batch 1, 8, 32 and 128, both through TensorFlow 2's signature call and through the
+    TF1 session's C-level run call that aserve uses; the faster of the two is the ceiling;
+(b) aserve over REST and gRPC at concurrency 1, 8 and 64, one example per request, with
+    and without server-side batching (aserve runs as a separate process);
+(c) every served figure as a ratio of the ceiling: examples/s against the ceiling's at
+    batch 32, and p50 latency minus the ceiling's batch-1 latency.
+
+Then half_plus_two on the peer servers (NVIDIA Triton, Seldon MLServer; skipped with a
+note when not installed, see loadtests/PEERS.md) at 32 connections, side by side with
+aserve; and the latency-during-swap run (loadtests/swap.py). REST load comes from wrk,
+gRPC load from h2load when they are installed (the Python generator otherwise); all
+traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests import engines, loadgen, payloads
+from loadtests.models import MODELS, BenchModel, build
+from loadtests.stats import LoadResult
+
+CEILING_BATCHES = (1, 8, 32, 128)
+CONCURRENCIES = (1, 8, 64)
+PEER_CONCURRENCY = 32
+BATCHING = """\
+max_batch_size { value: 64 }
+batch_timeout_micros { value: 0 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 2 }
+"""
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+class Progress:
+    """One status line on stderr: where a long run is and about how long is left."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        left = (
+            elapsed / max(self.done - 1, 1) * (self.total - self.done + 1) if self.done > 1 else 0
+        )
+        print(
+            f"\r\x1b[K[{self.done:3d}/{self.total}] {what}  (~{left / 60:.0f} min left)",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        print(f"\r\x1b[Kdone in {(time.monotonic() - self.started) / 60:.1f} min", file=sys.stderr)
+
+
+# -- (a) the in-process ceiling ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CeilingRow:
+    batch: int
+    method: str
+    examples_per_s: float
+    p50_ms: float
+
+
+def measure_ceiling(model: BenchModel, path: Path, seconds: float) -> list[CeilingRow]:
+    """Call the SavedModel directly, one caller, both ways, at each batch size."""
+    import tensorflow as tf
+
+    from aserve import loader
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    session = loader.load(str(path), loader.LoadOptions(intra_op_threads=0))
+    spec = session.signatures["serving_default"]
+    feed_name = spec.inputs[model.input_name].name
+    fetch_names = [s.name for s in spec.outputs.values()]
+    rows = []
+    for batch in CEILING_BATCHES:
+        x = model.batch(batch)
+        tensor = tf.constant(x)
+        calls: dict[str, Callable[[], object]] = {
+            "TF2 signature call": lambda t=tensor: signature(**{model.input_name: t}),
+            "TF1 session run": lambda x=x: session.run({feed_name: x}, fetch_names),
+        }
+        for method, call in calls.items():
+            rows.append(_time_calls(call, batch, method, seconds))
+    session.close()
+    return rows
+
+
+def _time_calls(call: Callable[[], object], batch: int, method: str, seconds: float) -> CeilingRow:
+    for _ in range(20):
+        call()
+    latencies = []
+    end = time.perf_counter() + seconds
+    while (start := time.perf_counter()) < end:
+        call()
+        latencies.append(time.perf_counter() - start)
+    rate = len(latencies) / sum(latencies) * batch
+    return CeilingRow(batch, method, rate, float(np.median(latencies)) * 1000)
+
+
+def ceiling_at(rows: list[CeilingRow], batch: int) -> CeilingRow:
+    return max((r for r in rows if r.batch == batch), key=lambda r: r.examples_per_s)
+
+
+# -- (b) aserve, served ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Served:
+    rest: str  # http://127.0.0.1:port
+    grpc: str  # 127.0.0.1:port
+
+
+@contextlib.contextmanager
+def aserve(
+    work: Path, models: list[BenchModel], *, batching: bool, extra: tuple[str, ...] = ()
+) -> Iterator[Served]:
+    config = work / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        + "".join(
+            f'  config {{ name: "{m.name}" base_path: "{work / "models" / m.name}" '
+            'model_platform: "tensorflow" }\n'
+            for m in models
+        )
+        + "}\n"
+    )
+    rest, grpc = free_port(), free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "aserve",
+        f"--model_config_file={config}",
+        "--host=127.0.0.1",
+        f"--rest_api_port={rest}",
+        f"--port={grpc}",
+        *extra,
+    ]
+    if batching:
+        (work / "batching.config").write_text(BATCHING)
+        argv += ["--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"]
+    log = open(work / f"aserve-{'batching' if batching else 'direct'}.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    )
+    served = Served(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}")
+    try:
+        for m in models:
+            wait_available(f"{served.rest}/v1/models/{m.name}", process)
+        yield served
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def wait_available(status_url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"aserve exited with {process.returncode}")
+        with (
+            contextlib.suppress(OSError, ValueError, KeyError, IndexError),
+            urllib.request.urlopen(status_url, timeout=2) as response,
+        ):
+            if json.load(response)["model_version_status"][0]["state"] == "AVAILABLE":
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{status_url} not AVAILABLE after {timeout} s")
+
+
+def load(
+    model: BenchModel, served: Served, protocol: str, concurrency: int, args: argparse.Namespace
+) -> LoadResult:
+    example = model.example().tolist()
+    if protocol == "REST":
+        url = f"{served.rest}/v1/models/{model.name}:predict"
+        body = payloads.rest_body(example)
+        if args.engine != "python" and engines.wrk_available():
+            return engines.run_wrk(
+                url, body, concurrency=concurrency, duration_s=args.duration, warmup_s=args.warmup
+            )
+        return loadgen.run(
+            loadgen.run_rest(
+                url, body, concurrency=concurrency, duration_s=args.duration, warmup_s=args.warmup
+            )
+        )
+    request = payloads.predict_request(model.name, example, input_name=model.input_name)
+    if args.engine != "python" and engines.h2load_available():
+        return engines.run_h2load(
+            served.grpc,
+            request,
+            concurrency=concurrency,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+        )
+    return loadgen.run(
+        loadgen.run_grpc(
+            served.grpc,
+            request,
+            concurrency=concurrency,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+        )
+    )
+
+
+# -- peers ---------------------------------------------------------------------------------------
+
+
+def run_peers(
+    args: argparse.Namespace, progress: Progress
+) -> tuple[dict[str, LoadResult], list[str]]:
+    results: dict[str, LoadResult] = {}
+    notes: list[str] = []
+    try:
+        from loadtests import peers
+    except ImportError as e:  # pragma: no cover - peers.py ships with the repository
+        return results, [f"peers skipped: {e}"]
+    for name, where in peers.available().items():
+        progress.step(f"peer {name}")
+        if where.startswith("not installed"):
+            notes.append(f"{name}: skipped ({where}; see loadtests/PEERS.md)")
+            continue
+        try:
+            with peers.running(
+                name, batching=True, rest_port=free_port(), grpc_port=free_port()
+            ) as peer:
+                results[f"{peer.name} REST"] = engines.run_wrk(
+                    peer.rest_url,
+                    peer.rest_body,
+                    concurrency=PEER_CONCURRENCY,
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                )
+                if peer.grpc_target and hasattr(engines, "run_h2load_raw"):
+                    results[f"{peer.name} gRPC"] = engines.run_h2load_raw(
+                        peer.grpc_target,
+                        peer.grpc_method,
+                        peer.grpc_body,
+                        expected_size=None,
+                        concurrency=PEER_CONCURRENCY,
+                        duration_s=args.duration,
+                        warmup_s=args.warmup,
+                    )
+        except Exception as e:  # a broken peer must not sink aserve's own figures
+            notes.append(f"{name}: failed ({type(e).__name__}: {e})")
+    return results, notes
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def model_table(
+    model: BenchModel, ceiling: list[CeilingRow], served: dict[tuple[str, str, int], LoadResult]
+) -> str:
+    base = ceiling_at(ceiling, 32)
+    latency_floor = ceiling_at(ceiling, 1).p50_ms
+    lines = [
+        f"## {model.name}: {model.description}",
+        "",
+        "| run | examples/s | p50 ms | p99 ms | errors | vs ceiling@32 | p50 - in-process |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in ceiling:
+        best = " (ceiling)" if row == ceiling_at(ceiling, row.batch) else ""
+        lines.append(
+            f"| in-process {row.method}, batch {row.batch}{best} | {row.examples_per_s:,.0f} "
+            f"| {row.p50_ms:.3f} | | | {row.examples_per_s / base.examples_per_s:.2f} | |"
+        )
+    for (protocol, mode, c), r in served.items():
+        lines.append(
+            f"| aserve {protocol} c={c} {mode} ({r.engine}) | {r.examples_per_s:,.0f} "
+            f"| {r.p50_ms:.3f} "
+            f"| {r.p99_ms:.2f} | {r.errors} | {r.examples_per_s / base.examples_per_s:.2f} "
+            f"| {r.p50_ms - latency_floor:+.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def peers_table(
+    aserve_rows: dict[str, LoadResult], peer_rows: dict[str, LoadResult], notes: list[str]
+) -> str:
+    lines = [
+        f"## half_plus_two at {PEER_CONCURRENCY} connections, batching on: aserve and its peers",
+        "",
+        "| server | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|",
+    ]
+    for label, r in {**aserve_rows, **peer_rows}.items():
+        lines.append(
+            f"| {label} ({r.engine}) | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.errors} |"
+        )
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def swap_table(report: Any) -> str:
+    s, w = report.steady, report.swapping
+    return "\n".join(
+        [
+            f"## Latency during version swaps (tiny, REST, {report.swaps} swaps, "
+            f"{report.swap_seconds:.2f} s per swap)",
+            "",
+            "| phase | requests | failed | p50 ms | p99 ms | max ms |",
+            "|---|---|---|---|---|---|",
+            _swap_row("steady state", s),
+            _swap_row("during swaps", w),
+            "",
+            f"p99 during swaps / steady state: {report.p99_ratio:.2f}",
+        ]
+    )
+
+
+def _swap_row(label: str, r: LoadResult) -> str:
+    cells = [label, r.requests, r.errors, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.1f}"]
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def plot(path: Path, results: dict[str, dict[tuple[str, str, int], LoadResult]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, (name, served) in zip(axes[0], results.items(), strict=True):
+        for protocol in ("REST", "gRPC"):
+            for mode in ("direct", "batching"):
+                points = [
+                    (r.examples_per_s, r.p50_ms)
+                    for (p, m, _), r in served.items()
+                    if (p, m) == (protocol, mode)
+                ]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, marker="o", label=f"{protocol} {mode}")
+        ax.set(title=name, xlabel="examples/s", ylabel="p50 latency (ms)", yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
+    models = [MODELS[name] for name in args.models]
+    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 + 1
+    progress = Progress(steps)
+    try:
+        ceilings = {}
+        for model in models:
+            progress.step(f"{model.name}: building and measuring the in-process ceiling")
+            path = build(model.name, work / "models" / model.name / "1")
+            ceilings[model.name] = measure_ceiling(model, path, args.ceiling_seconds)
+        served: dict[str, dict[tuple[str, str, int], LoadResult]] = {m.name: {} for m in models}
+        for batching in (False, True):
+            mode = "batching" if batching else "direct"
+            with aserve(work, models, batching=batching) as server:
+                for model in models:
+                    for protocol in ("REST", "gRPC"):
+                        for c in CONCURRENCIES:
+                            progress.step(f"{model.name} {protocol} c={c} {mode}")
+                            served[model.name][(protocol, mode, c)] = load(
+                                model, server, protocol, c, args
+                            )
+        aserve_vs_peers = {}
+        if "tiny" in served:
+            with aserve(work, [MODELS["tiny"]], batching=True) as server:
+                for protocol in ("REST", "gRPC"):
+                    aserve_vs_peers[f"aserve {protocol}"] = load(
+                        MODELS["tiny"], server, protocol, PEER_CONCURRENCY, args
+                    )
+        peer_rows, notes = (
+            run_peers(args, progress) if not args.no_peers else ({}, ["peers skipped (--no-peers)"])
+        )
+        progress.step("latency during version swaps")
+        swap = run_swap(work, args)
+    finally:
+        progress.close()
+    report = "\n\n".join(
+        [
+            *(model_table(m, ceilings[m.name], served[m.name]) for m in models),
+            peers_table(aserve_vs_peers, peer_rows, notes),
+            swap_table(swap),
+        ]
+    )
+    print(report)
+    (out / "bench.md").write_text(report + "\n")
+    (out / "bench.json").write_text(json.dumps(raw(ceilings, served, peer_rows, swap), indent=1))
+    if args.plot:
+        plot(out / "latency_vs_throughput.png", served)
+        print(f"\nplot: {out / 'latency_vs_throughput.png'}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def run_swap(work: Path, args: argparse.Namespace) -> Any:
+    from loadtests.swap import swap_run
+
+    base = work / "swap"
+    source = work / "models" / "tiny" / "1"
+    if not source.exists():
+        build("tiny", source)
+    base.mkdir()
+    shutil.copytree(source, base / "1")
+    argv = [
+        sys.executable,
+        "-m",
+        "aserve",
+        "--model_name=swap",
+        f"--model_base_path={base}",
+        "--host=127.0.0.1",
+        f"--rest_api_port={(rest := free_port())}",
+        f"--port={free_port()}",
+    ]
+    with open(work / "aserve-swap.log", "w") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        try:
+            status = f"http://127.0.0.1:{rest}/v1/models/swap"
+            wait_available(status, process)
+            return asyncio.run(
+                swap_run(
+                    url=f"{status}:predict",
+                    body=payloads.rest_body(1.0),
+                    status_url=status,
+                    base=base,
+                    source=source,
+                    current=1,
+                    swaps=args.swaps,
+                    concurrency=8,
+                )
+            )
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def raw(
+    ceilings: dict[str, list[CeilingRow]],
+    served: dict[str, dict[tuple[str, str, int], LoadResult]],
+    peers: dict[str, LoadResult],
+    swap: Any,
+) -> dict[str, Any]:
+    def summary(r: LoadResult) -> dict[str, Any]:
+        return {
+            "engine": r.engine,
+            "requests": r.requests,
+            "errors": r.errors,
+            "rps": r.rps,
+            "examples_per_s": r.examples_per_s,
+            "p50_ms": r.p50_ms,
+            "p90_ms": r.p90_ms,
+            "p99_ms": r.p99_ms,
+            "max_ms": r.max_ms,
+        }
+
+    return {
+        "ceilings": {name: [asdict(row) for row in rows] for name, rows in ceilings.items()},
+        "served": {
+            name: {f"{p} c={c} {m}": summary(r) for (p, m, c), r in rows.items()}
+            for name, rows in served.items()
+        },
+        "peers": {label: summary(r) for label, r in peers.items()},
+        "swap": {
+            "swaps": swap.swaps,
+            "steady": summary(swap.steady),
+            "swapping": summary(swap.swapping),
+        },
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per served run")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="discarded seconds before each run"
+    )
+    parser.add_argument(
+        "--ceiling-seconds", type=float, default=2.0, help="seconds per ceiling point"
+    )
+    parser.add_argument("--swaps", type=int, default=20)
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "python"],
+        default="auto",
+        help="auto: wrk/h2load when installed; python: the Python generator",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="skip Triton and MLServer")
+    parser.add_argument("--plot", action="store_true", help="write a latency-vs-throughput PNG")
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke check)")
+    parser.add_argument("--out", default="bench-results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.ceiling_seconds, args.swaps = 2.0, 0.5, 0.5, 5
+    return args
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
