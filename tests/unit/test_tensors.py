@@ -958,3 +958,29 @@ def test_array_to_proto_field_layout(array: np.ndarray, field: str, values: Any)
     assert_array(tensors.array_from_proto(tensor), array)
     content = tensors.array_to_proto(array, as_content=True)
     assert bool(content.tensor_content) == (array.dtype.kind not in "OU")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_text_is_the_same_element_by_element_and_vectorised(dtype: type) -> None:
+    tricky = [
+        3.4999998,
+        0.1,
+        1e-5,
+        9e6,
+        999999.0,
+        555557.5,
+        np.nan,
+        np.inf,
+        -np.inf,
+        3.0,
+        1 / 3,
+        -0.0,
+    ]
+    large = np.array(tricky * 3, dtype)  # above the element-by-element threshold
+    one_by_one = ",".join(
+        tensors.predict_outputs_to_json({"y": np.array(v, dtype)}, False).decode()[11:-1]
+        for v in large.tolist()
+    )
+    assert tensors.predict_outputs_to_json({"y": large}, False).decode() == (
+        '{"outputs":[' + one_by_one + "]}"
+    )
