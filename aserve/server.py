@@ -313,7 +313,7 @@ def _model_loader(options: ServerOptions) -> Callable[[str], object]:
 
     load_options = loader.LoadOptions(
         tags=options.saved_model_tags,
-        intra_op_threads=intra or 1,  # one thread per op; the worker pool gives the parallelism
+        intra_op_threads=intra or 1,  # one thread per op: the worker pool gives the parallelism
         inter_op_threads=inter,
         device=options.device,
         gpu_memory_fraction=options.per_process_gpu_memory_fraction,
