@@ -169,7 +169,7 @@ class Batcher:
         self._slots = slots
         self._queue: collections.deque[_Task] = collections.deque()
         self._queued = 0  # examples waiting
-        self._arrived = asyncio.Event()
+        self._changed = asyncio.Event()  # a request arrived or a batch finished
         self._running: set[asyncio.Task[None]] = set()
         self._in_flight = 0  # batches running, including ones run without the scheduler
         self._last_batch_size = 0
@@ -194,14 +194,14 @@ class Batcher:
             )
         key = compatibility(feeds, pad=options.pad_variable_length_inputs)
         task = _Task(feeds, size, key, timeout_ms)
-        if not self._queue and not self._slots.locked() and not options.batch_timeout_micros:
+        if not self._queue and not self._in_flight and not options.batch_timeout_micros:
             # nobody to wait for and a batch thread free: run now, without a scheduler hop
             await self._slots.acquire()
             await self._run_batch([task])
             return task.future.result()
         self._queue.append(task)
         self._queued += size
-        self._arrived.set()
+        self._changed.set()
         return await task.future  # cancelling this cancels the queued task
 
     async def _run_split(self, feeds: Feeds, size: int, timeout_ms: int) -> list[np.ndarray]:
@@ -227,19 +227,13 @@ class Batcher:
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
-        timeout = self._options.batch_timeout_micros / 1e6
         while True:
-            if not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
+            wait = self._wait_before_next_batch(loop.time())
+            if wait is not None:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), wait if wait > 0 else None)
                 continue
-            if timeout and self._queued < self._options.capacity:
-                wait = self._queue[0].enqueued + timeout - loop.time()
-                if wait > 0:
-                    self._arrived.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), wait)
-                    continue
             await self._slots.acquire()
             batch = self._take(loop.time())
             if not batch:
@@ -248,6 +242,26 @@ class Batcher:
             job = asyncio.create_task(self._run_batch(batch))
             self._running.add(job)
             job.add_done_callback(self._running.discard)
+
+    def _wait_before_next_batch(self, now: float) -> float | None:
+        """None: form a batch now. Otherwise how long to wait (0: until something changes).
+
+        A full batch goes at once. With ``batch_timeout_micros`` a partial batch goes once its
+        oldest request has waited that long (TF's rule). With no timeout, a partial batch goes
+        at once when no batch of this queue is running, and otherwise waits for that batch to
+        finish: requests arriving meanwhile join it. (TF would start it on any free thread;
+        measured on the 784-2048-2048-10 MLP at 64 connections, that ran 825 batches of one
+        example for 146 full ones and served 2,140 requests/s.)
+        """
+        if not self._queue:
+            return 0
+        if self._queued >= self._options.capacity:
+            return None
+        timeout = self._options.batch_timeout_micros / 1e6
+        if timeout:
+            wait = self._queue[0].enqueued + timeout - now
+            return wait if wait > 0 else None
+        return 0 if self._in_flight else None
 
     def _take(self, now: float) -> list[_Task]:
         """Pop the head request and every later compatible one that fits, in queue order."""
@@ -303,6 +317,7 @@ class Batcher:
         finally:
             self._slots.release()
             self._in_flight -= 1
+            self._changed.set()
             self._last_batch_size, self._batches = total, self._batches + 1
 
 

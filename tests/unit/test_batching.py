@@ -229,3 +229,33 @@ def test_options_from_tf_serving_file() -> None:
     assert info.value.message == (
         "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 64; expected 128"
     )
+
+
+def test_with_no_timeout_a_partial_batch_waits_for_the_running_one_even_with_a_free_thread() -> (
+    None
+):
+    async def body(batcher: Batcher, model: FakeModel) -> None:
+        model.hold.clear()
+        first = submit(batcher, x(0.0))
+        await until(lambda: batcher.statistics().running_batches == 1)
+        rest = [submit(batcher, x(float(i))) for i in (1, 2, 3)]
+        await asyncio.sleep(0.05)  # a second batch thread is free, yet nothing starts
+        assert batcher.statistics().running_batches == 1
+        assert batcher.statistics().queued_requests == 3
+        model.hold.set()
+        await asyncio.gather(first, *rest)
+
+    assert scenario(body, num_batch_threads=2).batches == [1, 3]
+
+
+def test_a_full_batch_starts_on_a_free_thread_while_another_runs() -> None:
+    async def body(batcher: Batcher, model: FakeModel) -> None:
+        model.hold.clear()
+        first = submit(batcher, x(0.0))
+        await until(lambda: batcher.statistics().running_batches == 1)
+        full = [submit(batcher, x(float(i))) for i in range(4)]
+        await until(lambda: batcher.statistics().running_batches == 2)
+        model.hold.set()
+        await asyncio.gather(first, *full)
+
+    assert sorted(scenario(body, num_batch_threads=2).batches) == [1, 4]
