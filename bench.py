@@ -12,7 +12,8 @@ For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute
     at batch 1, 8, 32 and 128, both through TensorFlow 2's signature call and through the
     TF1 session's C-level run call that aserve uses; the faster of the two is the ceiling;
 (b) aserve over REST and gRPC at concurrency 1, 8 and 64, one example per request, with
-    and without server-side batching (aserve runs as a separate process);
+    and without server-side batching (aserve runs as a separate process); for the cnn and
+    the mlp also requests of 32 examples at concurrency 64, batching on;
 (c) every served figure as a ratio of the ceiling: examples/s against the ceiling's at
     batch 32, and p50 latency minus the ceiling's batch-1 latency.
 
@@ -51,6 +52,7 @@ from loadtests.stats import LoadResult
 CEILING_BATCHES = (1, 8, 32, 128)
 CONCURRENCIES = (1, 8, 64)
 PEER_CONCURRENCY = 32
+MULTI_EXAMPLE = 32
 BATCHING = """\
 max_batch_size { value: 64 }
 batch_timeout_micros { value: 0 }
@@ -113,7 +115,7 @@ def measure_ceiling(model: BenchModel, path: Path, seconds: float) -> list[Ceili
         tensor = tf.constant(x)
         calls: dict[str, Callable[[], object]] = {
             "TF2 signature call": lambda t=tensor: signature(**{model.input_name: t}),
-            "TF1 session run": lambda x=x: session.run({feed_name: x}, fetch_names),
+            "TF1 session run (aserve's path)": lambda x=x: session.run({feed_name: x}, fetch_names),
         }
         for method, call in calls.items():
             rows.append(_time_calls(call, batch, method, seconds))
@@ -211,37 +213,37 @@ def wait_available(status_url: str, process: subprocess.Popen[bytes], timeout: f
 
 
 def load(
-    model: BenchModel, served: Served, protocol: str, concurrency: int, args: argparse.Namespace
+    model: BenchModel,
+    served: Served,
+    protocol: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    examples: int = 1,
 ) -> LoadResult:
+    """One closed-loop run; each request carries ``examples`` copies of one example."""
     example = model.example().tolist()
+    timing = {"duration_s": args.duration, "warmup_s": args.warmup}
+    fast = args.engine != "python"
     if protocol == "REST":
         url = f"{served.rest}/v1/models/{model.name}:predict"
-        body = payloads.rest_body(example)
-        if args.engine != "python" and engines.wrk_available():
+        body = payloads.rest_body(example, examples)
+        if fast and engines.wrk_available():
             return engines.run_wrk(
-                url, body, concurrency=concurrency, duration_s=args.duration, warmup_s=args.warmup
+                url, body, concurrency=concurrency, examples_per_request=examples, **timing
             )
         return loadgen.run(
             loadgen.run_rest(
-                url, body, concurrency=concurrency, duration_s=args.duration, warmup_s=args.warmup
+                url, body, concurrency=concurrency, examples_per_request=examples, **timing
             )
         )
-    request = payloads.predict_request(model.name, example, input_name=model.input_name)
-    if args.engine != "python" and engines.h2load_available():
+    request = payloads.predict_request(model.name, example, examples, input_name=model.input_name)
+    if fast and engines.h2load_available():
         return engines.run_h2load(
-            served.grpc,
-            request,
-            concurrency=concurrency,
-            duration_s=args.duration,
-            warmup_s=args.warmup,
+            served.grpc, request, concurrency=concurrency, examples_per_request=examples, **timing
         )
     return loadgen.run(
         loadgen.run_grpc(
-            served.grpc,
-            request,
-            concurrency=concurrency,
-            duration_s=args.duration,
-            warmup_s=args.warmup,
+            served.grpc, request, concurrency=concurrency, examples_per_request=examples, **timing
         )
     )
 
@@ -274,7 +276,7 @@ def run_peers(
                     duration_s=args.duration,
                     warmup_s=args.warmup,
                 )
-                if peer.grpc_target and hasattr(engines, "run_h2load_raw"):
+                if peer.grpc_target and peer.grpc_method and peer.grpc_body:
                     results[f"{peer.name} gRPC"] = engines.run_h2load_raw(
                         peer.grpc_target,
                         peer.grpc_method,
@@ -393,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
     models = [MODELS[name] for name in args.models]
-    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 + 1
+    heavy = [m for m in models if m.name != "tiny"]
+    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + 2 + 1
     progress = Progress(steps)
     try:
         ceilings = {}
@@ -411,6 +414,14 @@ def main(argv: list[str] | None = None) -> int:
                             progress.step(f"{model.name} {protocol} c={c} {mode}")
                             served[model.name][(protocol, mode, c)] = load(
                                 model, server, protocol, c, args
+                            )
+                if batching:  # requests of several examples amortise the per-request cost
+                    for model in heavy:
+                        for protocol in ("REST", "gRPC"):
+                            label = f"batching, {MULTI_EXAMPLE} examples/request"
+                            progress.step(f"{model.name} {protocol} c=64 {label}")
+                            served[model.name][(protocol, label, 64)] = load(
+                                model, server, protocol, 64, args, MULTI_EXAMPLE
                             )
         aserve_vs_peers = {}
         if "tiny" in served:
