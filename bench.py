@@ -396,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
     models = [MODELS[name] for name in args.models]
     heavy = [m for m in models if m.name != "tiny"]
-    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + 2 + 1
+    peer_steps = 0 if args.no_peers else 3  # loadtests.peers.PEERS
+    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + peer_steps + 1
     progress = Progress(steps)
     try:
         ceilings = {}
