@@ -38,6 +38,7 @@ from aserve import inference, tensors
 from aserve.errors import Code, ServingError, grpc_code, grpc_message, invalid_argument
 from aserve.ids import ServableRequest
 from aserve.service import Service
+from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD
 
 log = logging.getLogger("aserve.grpc")
 
@@ -102,28 +103,24 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     async def Classify(self, request: Any, context: Context) -> Any:
-        spec = _servable_request(request)
-        with self._service.acquire(spec) as servable:
-            result = await self._service.classify(
-                servable,
-                request.model_spec.signature_name,
-                request.input,
-                timeout_ms=_timeout_ms(context),
-            )
-        response = classification_pb2.ClassificationResponse(result=result)
-        _echo(response.model_spec, request.model_spec, servable.id.version)
-        return response
+        response = classification_pb2.ClassificationResponse()
+        return await self._examples(request, context, CLASSIFY_METHOD, response)
 
     async def Regress(self, request: Any, context: Context) -> Any:
+        response = regression_pb2.RegressionResponse()
+        return await self._examples(request, context, REGRESS_METHOD, response)
+
+    async def _examples(self, request: Any, context: Context, method: str, response: Any) -> Any:
         spec = _servable_request(request)
         with self._service.acquire(spec) as servable:
-            result = await self._service.regress(
+            result = await self._service.classify_or_regress(
                 servable,
+                method,
                 request.model_spec.signature_name,
                 request.input,
                 timeout_ms=_timeout_ms(context),
             )
-        response = regression_pb2.RegressionResponse(result=result)
+        response.result.CopyFrom(result)
         _echo(response.model_spec, request.model_spec, servable.id.version)
         return response
 
@@ -140,7 +137,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for task, result in zip(request.tasks, results, strict=True):
             entry = response.results.add()
             _echo(entry.model_spec, task.model_spec, servable.id.version)
-            if task.method_name == inference.CLASSIFY_METHOD:
+            if task.method_name == CLASSIFY_METHOD:
                 entry.classification_result.CopyFrom(result)
             else:
                 entry.regression_result.CopyFrom(result)

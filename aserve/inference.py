@@ -153,29 +153,21 @@ def _output_aliases(signature: Signature, output_filter: Sequence[str]) -> tuple
 # -- Classify and Regress --------------------------------------------------------------------
 
 
-def classification_signature(
-    signatures: Mapping[str, Signature], name: str, *, check_method_name: bool = False
+def examples_signature(
+    signatures: Mapping[str, Signature],
+    name: str,
+    method: str,
+    *,
+    check_method_name: bool = False,
 ) -> Signature:
+    """The signature a Classify (``method`` = CLASSIFY_METHOD) or Regress request names."""
     signature = _named_signature(signatures, name)
-    if check_method_name and signature.method_name != CLASSIFY_METHOD:
+    kind, check_io = _EXAMPLE_METHODS[method]
+    if check_method_name and signature.method_name != method:
         raise invalid_argument(
-            f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-            f"Was: {signature.method_name}"
+            f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
         )
-    _classification_io(signature)
-    return signature
-
-
-def regression_signature(
-    signatures: Mapping[str, Signature], name: str, *, check_method_name: bool = False
-) -> Signature:
-    signature = _named_signature(signatures, name)
-    if check_method_name and signature.method_name != REGRESS_METHOD:
-        raise invalid_argument(
-            f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-            f"Was: {signature.method_name}"
-        )
-    _regression_io(signature)
+    check_io(signature)
     return signature
 
 
@@ -215,6 +207,12 @@ def _regression_io(signature: Signature) -> tuple[str, tuple[str, ...]]:
     if REGRESS_OUTPUTS not in signature.outputs:
         raise invalid_argument(f"No regression outputs found in SignatureDef: {signature.proto}")
     return REGRESS_INPUTS, (REGRESS_OUTPUTS,)
+
+
+_EXAMPLE_METHODS = {
+    CLASSIFY_METHOD: ("classification", _classification_io),
+    REGRESS_METHOD: ("regression", _regression_io),
+}
 
 
 def serialized_examples(input: Any) -> np.ndarray:
@@ -363,7 +361,7 @@ class Job:
 
     The service runs ``plan`` in the worker pool; model warm-up runs it in the load thread::
 
-        job = classify_job(model.signatures, "", input)
+        job = examples_job(model.signatures, "", CLASSIFY_METHOD, input)
         answer = job.finish(model.run(job.plan.feeds, job.plan.fetches))
     """
 
@@ -382,18 +380,17 @@ def predict_job(
     return Job(plan, plan.outputs)
 
 
-def classify_job(
-    signatures: Mapping[str, Signature], name: str, input: Any, *, check_method_name: bool = False
+def examples_job(
+    signatures: Mapping[str, Signature],
+    name: str,
+    method: str,
+    input: Any,
+    *,
+    check_method_name: bool = False,
 ) -> Job:
-    signature = classification_signature(signatures, name, check_method_name=check_method_name)
-    return _examples_job([signature], [True], serialized_examples(input))
-
-
-def regress_job(
-    signatures: Mapping[str, Signature], name: str, input: Any, *, check_method_name: bool = False
-) -> Job:
-    signature = regression_signature(signatures, name, check_method_name=check_method_name)
-    return _examples_job([signature], [False], serialized_examples(input))
+    """A Classify or Regress request (``method``); its answer is the result proto."""
+    signature = examples_signature(signatures, name, method, check_method_name=check_method_name)
+    return _examples_job([signature], [method == CLASSIFY_METHOD], serialized_examples(input))
 
 
 def multi_inference_job(

@@ -31,6 +31,7 @@ from aserve.errors import Code, ServingError, http_status, invalid_argument
 from aserve.ids import ServableRequest
 from aserve.inference import signature_name
 from aserve.service import Service
+from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD
 
 log = logging.getLogger("aserve.rest")
 
@@ -184,11 +185,13 @@ class RestApi:
         input = tensors.input_from_json(doc)
         timeout = self._options.timeout_ms
         with self._service.acquire(spec) as servable:
-            if verb == "classify":
-                result = await self._service.classify(servable, name, input, timeout_ms=timeout)
-                return tensors.classification_result_to_json(result)
-            result = await self._service.regress(servable, name, input, timeout_ms=timeout)
-            return tensors.regression_result_to_json(result)
+            method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
+            result = await self._service.classify_or_regress(
+                servable, method, name, input, timeout_ms=timeout
+            )
+        if verb == "classify":
+            return tensors.classification_result_to_json(result)
+        return tensors.regression_result_to_json(result)
 
     def _status(self, spec: ServableRequest) -> bytes:
         # TF Serving answers a status request for a label with every version (label ignored).

@@ -58,19 +58,22 @@ class Service:
         )
         return await self._run(servable, job, timeout_ms)  # type: ignore[no-any-return]
 
-    async def classify(
-        self, servable: Servable, signature_name: str, input: Any, *, timeout_ms: int = 0
+    async def classify_or_regress(
+        self,
+        servable: Servable,
+        method: str,
+        signature_name: str,
+        input: Any,
+        *,
+        timeout_ms: int = 0,
     ) -> Any:
-        job = inference.classify_job(
-            servable.model.signatures, signature_name, input, check_method_name=self._check_method
-        )
-        return await self._run(servable, job, timeout_ms)
-
-    async def regress(
-        self, servable: Servable, signature_name: str, input: Any, *, timeout_ms: int = 0
-    ) -> Any:
-        job = inference.regress_job(
-            servable.model.signatures, signature_name, input, check_method_name=self._check_method
+        """Classify (``method`` = CLASSIFY_METHOD) or Regress: the result proto."""
+        job = inference.examples_job(
+            servable.model.signatures,
+            signature_name,
+            method,
+            input,
+            check_method_name=self._check_method,
         )
         return await self._run(servable, job, timeout_ms)
 

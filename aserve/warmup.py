@@ -18,6 +18,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from aserve import inference, tensors
 from aserve.errors import Code, ServingError, invalid_argument
 from aserve.loader import SavedModel
+from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
@@ -68,12 +69,12 @@ def _job(model: SavedModel, log: Any) -> inference.Job | None:
         signature = inference.predict_signature(signatures, request.model_spec.signature_name)
         inputs = {alias: tensors.array_from_proto(t) for alias, t in request.inputs.items()}
         return inference.predict_job(signature, inputs, request.output_filter)
-    if kind == "classify_log":
-        request = log.classify_log.request
-        return inference.classify_job(signatures, request.model_spec.signature_name, request.input)
-    if kind == "regress_log":
-        request = log.regress_log.request
-        return inference.regress_job(signatures, request.model_spec.signature_name, request.input)
+    if kind in ("classify_log", "regress_log"):
+        request = getattr(log, kind).request
+        method = CLASSIFY_METHOD if kind == "classify_log" else REGRESS_METHOD
+        return inference.examples_job(
+            signatures, request.model_spec.signature_name, method, request.input
+        )
     if kind == "multi_inference_log":
         request = log.multi_inference_log.request
         tasks = [(t.model_spec.signature_name, t.method_name) for t in request.tasks]
