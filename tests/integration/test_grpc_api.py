@@ -22,6 +22,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from models import ECHO_DTYPES
 from support import TESTDATA, RunningServer, Stubs
 
 
@@ -112,26 +113,7 @@ def test_output_filter_and_multiple_outputs(stubs: Stubs) -> None:
     assert list(only.outputs) == ["sum"] and list(only.outputs["sum"].float_val) == [6.0]
 
 
-@pytest.mark.parametrize(
-    "dtype",
-    [
-        "float16",
-        "bfloat16",
-        "float32",
-        "float64",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "bool",
-        "complex64",
-        "string",
-    ],
-)
+@pytest.mark.parametrize("dtype", ECHO_DTYPES)
 def test_every_dtype_round_trips(stubs: Stubs, dtype: str) -> None:
     if dtype == "string":
         value: Any = np.array([b"a", b"\xff\x00"], dtype=object)

@@ -18,11 +18,17 @@ from support import BAD_MODEL, COUNTER, HALF_PLUS_THREE, HALF_PLUS_TWO, TF2_HALF
     [
         (HALF_PLUS_TWO / "00000123", {"x:0": [[2.0], [3.0]]}, "y:0", [[3.0], [3.5]]),
         (HALF_PLUS_THREE / "00000123", {"x:0": [1.0, 2.0, 5.0]}, "y:0", [3.5, 4.0, 5.5]),
-        (TF2_HALF_PLUS_TWO / "00000123", {"serving_default_x:0": [2.0, 3.0, 4.0]},
-         "StatefulPartitionedCall_5:0", [3.0, 3.5, 4.0]),
+        (
+            TF2_HALF_PLUS_TWO / "00000123",
+            {"serving_default_x:0": [2.0, 3.0, 4.0]},
+            "StatefulPartitionedCall_5:0",
+            [3.0, 3.5, 4.0],
+        ),
     ],
 )
-def test_runs_any_shape_the_graph_accepts(path: Path, feeds: dict[str, list], fetch: str, expected: list) -> None:
+def test_runs_any_shape_the_graph_accepts(
+    path: Path, feeds: dict[str, list], fetch: str, expected: list
+) -> None:
     model = load(str(path), LoadOptions(intra_op_threads=1))
     try:
         arrays = {name: np.array(value, np.float32) for name, value in feeds.items()}
@@ -47,8 +53,11 @@ def test_graphs_that_loop_keep_tensorflows_pool_so_timeouts_stop_them(tmp_path: 
     try:
         assert simple.runs_in_caller_thread and not looping.runs_in_caller_thread
         with pytest.raises(ServingError) as info:
-            looping.run({"path:0": np.array([str(tmp_path / "never")], object)}, ["content:0"],
-                        timeout_ms=200)
+            looping.run(
+                {"path:0": np.array([str(tmp_path / "never")], object)},
+                ["content:0"],
+                timeout_ms=200,
+            )
         assert info.value.code is Code.DEADLINE_EXCEEDED
     finally:
         simple.close()
@@ -59,8 +68,11 @@ def test_graphs_that_loop_keep_tensorflows_pool_so_timeouts_stop_them(tmp_path: 
     ("path", "code", "message"),
     [
         (BAD_MODEL / "00000123", Code.UNIMPLEMENTED, "Session Bundle is deprecated and removed."),
-        (HALF_PLUS_TWO, Code.NOT_FOUND,
-         "Specified file path does not appear to contain a SavedModel bundle"),
+        (
+            HALF_PLUS_TWO,
+            Code.NOT_FOUND,
+            "Specified file path does not appear to contain a SavedModel bundle",
+        ),
     ],
 )
 def test_load_errors(path: Path, code: Code, message: str) -> None:
