@@ -141,9 +141,6 @@ class Registry:
     def available(self, name: str) -> list[int]:
         return sorted(self._view(name).versions)
 
-    def model_names(self) -> list[str]:
-        return sorted(self._models)
-
     def _view(self, name: str) -> ModelView:
         return self._models.get(name) or ModelView()
 
