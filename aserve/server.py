@@ -11,6 +11,7 @@ a one-line error plus a non-zero exit status when start-up fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -18,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiofiles
@@ -66,6 +67,7 @@ class Server:
         for flag in options.ignored_flags:
             log.warning("--%s is accepted for compatibility but has no effect yet", flag)
         config, config_text = await self._initial_config()
+        batching = await self._batching_options()
         pool = WorkerPool(
             workers=options.num_worker_threads,
             load_threads=options.num_load_threads,
@@ -75,7 +77,7 @@ class Server:
             options=_core_options(options),
             pool=pool,
             load_model=_model_loader(options),
-            make_runner=self._runner_factory(pool),
+            make_runner=_runner_factory(batching, pool),
         )
         service = Service(
             core=core,
@@ -118,40 +120,23 @@ class Server:
         options = self.options
         if not options.model_config_file:
             return single_model(options.model_name, options.model_base_path), ""
-        try:
-            async with aiofiles.open(options.model_config_file) as f:
-                text = await f.read()
+        text = await _read_startup_file("model_config_file", options.model_config_file)
+        with _startup_errors():
             config = parse_model_server_config(text)
-        except OSError as e:
-            raise StartupError(f"cannot read {options.model_config_file}: {e.strerror}") from None
-        except ServingError as e:
-            raise StartupError(e.message) from None
         return config or ServingConfig.of(), text
 
-    def _runner_factory(self, pool: WorkerPool) -> Callable[[Any], Runner] | None:
-        """With --enable_batching, every loaded version gets a batching runner."""
+    async def _batching_options(self) -> BatchingOptions | None:
         options = self.options
         if not options.enable_batching:
             return None
         params = batching_parameters_pb2.BatchingParameters()
-        if options.batching_parameters_file:
-            try:
-                with open(options.batching_parameters_file) as f:
-                    params = parse_text_proto(f.read(), batching_parameters_pb2.BatchingParameters)
-            except OSError as e:
-                path = options.batching_parameters_file
-                raise StartupError(
-                    f"cannot read --batching_parameters_file={path}: {e.strerror}"
-                ) from None
-        try:
-            batching = BatchingOptions.from_proto(params)
-        except ServingError as e:
-            raise StartupError(e.message) from None
-        # a batch runs in a worker thread: more batch threads than workers would only queue
-        in_flight = min(batching.num_batch_threads, pool.workers)
-        log.info("batching: %s, at most %d batch(es) running", batching, in_flight)
-        slots = asyncio.Semaphore(in_flight)
-        return functools.partial(BatchingRunner, pool=pool, options=batching, slots=slots)
+        path = options.batching_parameters_file
+        if path:
+            text = await _read_startup_file("batching_parameters_file", path)
+            with _startup_errors():
+                params = parse_text_proto(text, batching_parameters_pb2.BatchingParameters)
+        with _startup_errors():
+            return BatchingOptions.from_proto(params)
 
     def _rest_socket(self) -> socket.socket | None:
         options = self.options
@@ -194,23 +179,19 @@ class Server:
             await health.set_serving(False)
         if options.port:
             address = f"{options.grpc_host or options.host}:{options.port}"
-            self.grpc_port = _add_port(server, address, self._ssl_credentials())
+            self.grpc_port = _add_port(server, address, await self._ssl_credentials())
         if options.grpc_socket_path:
             _add_port(server, f"unix:{options.grpc_socket_path}", None)
         await server.start()
         return server
 
-    def _ssl_credentials(self) -> grpc.ServerCredentials | None:
+    async def _ssl_credentials(self) -> grpc.ServerCredentials | None:
         path = self.options.ssl_config_file
         if not path:
             return None
-        try:
-            with open(path) as f:
-                ssl = parse_text_proto(f.read(), ssl_config_pb2.SSLConfig)
-        except OSError as e:
-            raise StartupError(f"cannot read --ssl_config_file={path}: {e.strerror}") from None
-        except ServingError as e:
-            raise StartupError(e.message) from None
+        text = await _read_startup_file("ssl_config_file", path)
+        with _startup_errors():
+            ssl = parse_text_proto(text, ssl_config_pb2.SSLConfig)
         return grpc.ssl_server_credentials(
             [(ssl.server_key.encode(), ssl.server_cert.encode())],
             root_certificates=ssl.custom_ca.encode() or None,
@@ -247,6 +228,36 @@ def run(options: ServerOptions) -> int:
         print(e, file=sys.stderr)
         return 1
     return 0
+
+
+async def _read_startup_file(flag: str, path: str) -> str:
+    try:
+        async with aiofiles.open(path) as f:
+            return await f.read()
+    except OSError as e:
+        raise StartupError(f"cannot read --{flag}={path}: {e.strerror}") from None
+
+
+@contextlib.contextmanager
+def _startup_errors() -> Iterator[None]:
+    """A bad config file at start-up is a one-line error, not a traceback."""
+    try:
+        yield
+    except ServingError as e:
+        raise StartupError(e.message) from None
+
+
+def _runner_factory(
+    batching: BatchingOptions | None, pool: WorkerPool
+) -> Callable[[Any], Runner] | None:
+    """With --enable_batching, every loaded version gets a batching runner."""
+    if batching is None:
+        return None
+    # a batch runs in a worker thread: more batch threads than workers would only queue
+    in_flight = min(batching.num_batch_threads, pool.workers)
+    log.info("batching: %s, at most %d batch(es) running", batching, in_flight)
+    slots = asyncio.Semaphore(in_flight)
+    return functools.partial(BatchingRunner, pool=pool, options=batching, slots=slots)
 
 
 def _grpc_server_options(options: ServerOptions) -> list[tuple[str, int | str]]:
@@ -305,11 +316,10 @@ def _core_options(options: ServerOptions) -> CoreOptions:
 
 def _model_loader(options: ServerOptions) -> Callable[[str], object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    from aserve import loader
+    from aserve import loader, warmup
 
     intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
     inter = options.tensorflow_inter_op_parallelism or options.tensorflow_session_parallelism
-    from aserve import warmup
 
     load_options = loader.LoadOptions(
         tags=options.saved_model_tags,
