@@ -195,7 +195,7 @@ class Batcher:
         key = compatibility(feeds, pad=options.pad_variable_length_inputs)
         task = _Task(feeds, size, key, timeout_ms)
         if not self._queue and not self._in_flight and not options.batch_timeout_micros:
-            # nobody to wait for and a batch thread free: run now, without a scheduler hop
+            # an idle queue: run now as a batch of one, without a scheduler hop
             await self._slots.acquire()
             await self._run_batch([task])
             return task.future.result()
