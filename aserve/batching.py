@@ -43,6 +43,7 @@ import numpy as np
 from aserve.batches import Feeds, Model, batch_size, compatibility, run_batch
 from aserve.errors import Code, ServingError, invalid_argument
 from aserve.inference import Plan
+from aserve.metrics import Metrics
 from aserve.pool import WorkerPool
 
 
@@ -161,9 +162,13 @@ class Batcher:
         pool: WorkerPool,
         options: BatchingOptions,
         slots: asyncio.Semaphore,
+        metrics: Metrics | None = None,
+        model_name: str = "",
     ) -> None:
         self._model = model
         self._fetches = tuple(fetches)
+        self._metrics = metrics
+        self._model_name = model_name
         self._pool = pool
         self._options = options
         self._slots = slots
@@ -294,6 +299,8 @@ class Batcher:
     async def _run_batch(self, batch: list[_Task]) -> None:
         total = sum(task.size for task in batch)
         padded = next((s for s in self._options.allowed_batch_sizes if s >= total), total)
+        if self._metrics is not None:
+            _record(self._metrics, batch, padded, self._model_name)
         self._in_flight += 1
         try:
             results = await self._pool.run(
@@ -321,6 +328,17 @@ class Batcher:
             self._last_batch_size, self._batches = total, self._batches + 1
 
 
+_THREAD_POOL = "batch_threads"  # TF's default BatchingParameters.thread_pool_name
+
+
+def _record(metrics: Metrics, batch: Sequence[_Task], size: int, model_name: str) -> None:
+    """How long each request of a starting batch queued, and the size the batch runs at."""
+    now = asyncio.get_running_loop().time()
+    for task in batch:
+        metrics.queuing_latency.observe((now - task.enqueued) * 1e6, _THREAD_POOL)
+    metrics.batch_size.observe(size, model_name)
+
+
 def _batch_timeout_ms(batch: Sequence[_Task]) -> int:
     """The longest time any request of the batch still allows (0: no limit)."""
     if any(task.deadline is None for task in batch):
@@ -333,12 +351,21 @@ class BatchingRunner:
     """Batches the plans that run a whole signature; runs anything else directly."""
 
     def __init__(
-        self, model: Model, *, pool: WorkerPool, options: BatchingOptions, slots: asyncio.Semaphore
+        self,
+        model: Model,
+        *,
+        pool: WorkerPool,
+        options: BatchingOptions,
+        slots: asyncio.Semaphore,
+        metrics: Metrics | None = None,
+        model_name: str = "",
     ) -> None:
         self._model = model
         self._pool = pool
         self._options = options
         self._slots = slots
+        self._metrics = metrics
+        self._model_name = model_name
         self._direct = DirectRunner(model, pool=pool)
         self._batchable = {
             (
@@ -358,7 +385,13 @@ class BatchingRunner:
         batcher = self._batchers.get((feeds, plan.fetches))
         if batcher is None:
             batcher = Batcher(
-                self._model, plan.fetches, pool=self._pool, options=self._options, slots=self._slots
+                self._model,
+                plan.fetches,
+                pool=self._pool,
+                options=self._options,
+                slots=self._slots,
+                metrics=self._metrics,
+                model_name=self._model_name,
             )
             self._batchers[(feeds, plan.fetches)] = batcher
         return await batcher.run(plan.feeds, size, timeout_ms)

@@ -22,7 +22,6 @@ it is AVAILABLE; a label whose version never becomes AVAILABLE is logged.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ class ServerCore:
         options: CoreOptions,
         pool: WorkerPool,
         load_model: Callable[[str], Any],
-        make_runner: Callable[[Any], Runner] | None = None,
+        make_runner: Callable[[ServableId, Any], Runner] | None = None,
     ) -> None:
         self.options = options
         self.pool = pool
@@ -75,7 +74,7 @@ class ServerCore:
         )
         self.config = ServingConfig.of()
         self._load_model = load_model
-        self._make_runner = make_runner or functools.partial(DirectRunner, pool=pool)
+        self._make_runner = make_runner or (lambda _id, model: DirectRunner(model, pool=pool))
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life cycle -------------------------------------------------------------------------
@@ -185,7 +184,7 @@ class ServerCore:
 
     async def _load(self, id: ServableId, path: str) -> Servable:
         model = await self.pool.load(self._load_model, path)
-        return Servable(id, model, self._make_runner(model))
+        return Servable(id, model, self._make_runner(id, model))
 
     async def _unload(self, servable: Servable) -> None:
         await servable.runner.close()

@@ -67,6 +67,7 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "per_process_gpu_memory_fraction",
         # TLS / monitoring / general
         "ssl_config_file",
+        "monitoring_config_file",
         "version",
         # aserve extensions (always implemented)
         "host",

@@ -5,6 +5,8 @@ answer. Every method is wrapped once, at class definition, by :func:`_guarded`,
 which turns a :class:`~aserve.errors.ServingError` into the call's status
 (code mapped by :func:`aserve.errors.grpc_code`, message cut at 1024
 characters) and anything unexpected into INTERNAL, so no method can forget.
+The same adapter counts PredictionService calls and times the successful ones
+(TF Serving's ``request_count`` and ``request_latency``, entrypoint ``GRPC``).
 
 The client's deadline bounds the model run (TF Serving's RunOptions timeout);
 a client that cancels, or whose deadline passes, cancels the handler, and a
@@ -13,9 +15,11 @@ run that has not started in the worker pool yet never starts.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -63,25 +67,52 @@ def _guarded(cls: type[T]) -> type[T]:
 
 
 def _adapt(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    api = method.__name__
+    metered = api in _METERED
+
     @functools.wraps(method)
     async def call(self: Any, request: Any, context: Context) -> Any:
+        start = time.perf_counter()
+
+        def record(code: Code) -> None:  # before answering: a client may scrape right after
+            if metered:
+                elapsed = time.perf_counter() - start
+                self.metrics.record_request(_model_name(request), api, "GRPC", code, elapsed)
+
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
         except ServingError as e:
+            record(e.code)
             await context.abort(grpc_code(e.code), grpc_message(e.message))
-        except grpc.aio.AbortError:
+        except grpc.aio.AbortError:  # a method that aborted on its own has answered already
+            raise
+        except asyncio.CancelledError:
+            record(Code.CANCELLED)
             raise
         except Exception as e:
-            log.exception("internal error in %s", method.__name__)
+            record(Code.INTERNAL)
+            log.exception("internal error in %s", api)
             await context.abort(grpc.StatusCode.INTERNAL, grpc_message(f"{type(e).__name__}: {e}"))
+        record(Code.OK)
+        return response
 
     return call
+
+
+_METERED = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+
+
+def _model_name(request: Any) -> str:
+    if hasattr(request, "tasks"):  # MultiInferenceRequest
+        return request.tasks[0].model_spec.name if request.tasks else ""
+    return request.model_spec.name  # type: ignore[no-any-return]
 
 
 @_guarded
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, service: Service, *, tensor_content: bool = False) -> None:
         self._service = service
+        self.metrics = service.metrics
         self._tensor_content = tensor_content
 
     async def Predict(self, request: Any, context: Context) -> Any:

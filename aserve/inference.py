@@ -367,6 +367,7 @@ class Job:
 
     plan: Plan
     finish: Callable[[Sequence[np.ndarray]], Any]
+    examples: int = 0  # tf.Examples in the request (Classify, Regress, MultiInference)
 
 
 def predict_job(
@@ -429,4 +430,4 @@ def _examples_job(
         ]
         return answers if many else answers[0]
 
-    return Job(plan, finish)
+    return Job(plan, finish, examples=len(examples))

@@ -4,6 +4,9 @@ Routing follows TF Serving's own regular expressions (``http_rest_api_util.cc``)
 matched on the still-percent-encoded path, so the same URLs (and the same
 "Malformed request" answers) work. Every ``/v1`` answer is JSON; errors are
 ``{"error": "<message>"}`` with the HTTP status of :func:`aserve.errors.http_status`.
+Every request that names a model is counted, and the successful predict, classify
+and regress calls timed (TF Serving's ``request_count`` and ``request_latency``,
+entrypoint ``REST``). With Prometheus enabled, ``GET <path>`` answers the metrics page.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import re
 import socket
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +28,8 @@ from urllib.parse import unquote
 import uvicorn
 from google.protobuf import json_format
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from aserve import tensors
@@ -60,10 +66,19 @@ class RestOptions:
     timeout_ms: int = 30_000  # --rest_api_timeout_in_ms; <= 0: no limit
     max_body_bytes: int = 64 * 1024 * 1024
     cors: bool = False
+    metrics_path: str | None = None  # the Prometheus page, if enabled
 
 
 class _TooLarge(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """A parsed ``/v1`` request: the servable it names and what to do with it."""
+
+    spec: ServableRequest
+    action: str  # predict | classify | regress (POST); status | metadata (GET)
 
 
 Scope = dict[str, Any]
@@ -87,7 +102,13 @@ class RestApi:
             self._cors = []
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/{path:path}", self, methods=_METHODS)]
+        routes = [Route("/v1/{path:path}", self, methods=_METHODS)]
+        if self._options.metrics_path:
+            routes.append(Route(self._options.metrics_path, self._metrics_page, methods=["GET"]))
+        return routes
+
+    async def _metrics_page(self, request: Request) -> PlainTextResponse:
+        return PlainTextResponse(self._service.metrics.render())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "OPTIONS":
@@ -97,17 +118,33 @@ class RestApi:
         await self._send(send, status, body)
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        start = time.perf_counter()
+        route = None
+        code = Code.OK
         try:
-            return 200, await self._dispatch(scope, receive)
+            route = _route(scope)
+            return 200, await self._handle(route, scope, receive)
         except ServingError as e:
+            code = e.code
             return http_status(e.code), tensors.error_json(e.message)
         except _TooLarge:
+            code = Code.RESOURCE_EXHAUSTED
             limit = self._options.max_body_bytes
             message = f"Request body exceeds the limit of {limit} bytes (--rest_api_max_body_bytes)"
             return 413, tensors.error_json(message)
         except Exception as e:  # never let one request take anything else down
+            code = Code.INTERNAL
             log.exception("internal error serving %s %s", scope["method"], scope["path"])
             return 500, tensors.error_json(f"Internal error: {type(e).__name__}: {e}")
+        finally:
+            if route is not None:
+                self._service.metrics.record_request(
+                    route.spec.name,
+                    route.action if route.action in _TIMED else "",
+                    "REST",
+                    code,
+                    time.perf_counter() - start,
+                )
 
     async def _send(self, send: Send, status: int, body: bytes, *, json: bool = True) -> None:
         headers = [(b"content-length", str(len(body)).encode()), *self._cors]
@@ -120,27 +157,16 @@ class RestApi:
         origin = _header(scope, b"origin").decode("latin-1")
         return 200 if _ORIGIN.fullmatch(origin) else 400
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> bytes:
-        method = scope["method"]
-        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-        malformed = invalid_argument(f"Malformed request: {method} {path}")
-        if method == "POST" and (match := _PREDICT.fullmatch(path)):
-            name, version, label, verb = match.groups()
-            spec = _servable_request(name, version, label)
-            body = await self._body(scope, receive)
-            if verb == "predict":
-                return await self._predict(spec, body)
-            if verb in ("classify", "regress"):
-                return await self._classify_or_regress(spec, body, verb)
-        elif method == "GET" and (match := _STATUS.fullmatch(path)):
-            name, version, label, subresource = match.groups()
-            if not name:
-                raise invalid_argument("Missing model name in request.")
-            spec = _servable_request(name, version, label)
-            if subresource == "metadata":
-                return self._metadata(spec)
+    async def _handle(self, route: _Route, scope: Scope, receive: Receive) -> bytes:
+        spec, action = route.spec, route.action
+        if action == "status":
             return self._status(spec)
-        raise malformed
+        if action == "metadata":
+            return self._metadata(spec)
+        body = await self._body(scope, receive)
+        if action == "predict":
+            return await self._predict(spec, body)
+        return await self._classify_or_regress(spec, body, action)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self._options.max_body_bytes
@@ -264,6 +290,26 @@ def create_app(
 ) -> Starlette:
     api = RestApi(service, options)
     return Starlette(routes=[*api.routes(), *(extra_routes or [])])
+
+
+_TIMED = frozenset({"predict", "classify", "regress"})
+
+
+def _route(scope: Scope) -> _Route:
+    method = scope["method"]
+    path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+    if method == "POST" and (match := _PREDICT.fullmatch(path)):
+        name, version, label, verb = match.groups()
+        spec = _servable_request(name, version, label)
+        if verb in _TIMED:  # the pattern ignores case, the verb check does not (as in TF)
+            return _Route(spec, verb)
+    if method == "GET" and (match := _STATUS.fullmatch(path)):
+        name, version, label, subresource = match.groups()
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        action = "metadata" if subresource else "status"
+        return _Route(_servable_request(name, version, label), action)
+    raise invalid_argument(f"Malformed request: {method} {path}")
 
 
 def _header(scope: Scope, name: bytes) -> bytes:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,14 +27,16 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from aserve import grpc_api
-from aserve._proto import batching_parameters_pb2, ssl_config_pb2
+from aserve._proto import batching_parameters_pb2, monitoring_config_pb2, ssl_config_pb2
 from aserve.batching import BatchingOptions, BatchingRunner, Runner
 from aserve.config import ServingConfig, parse_model_server_config, parse_text_proto, single_model
 from aserve.core import CoreOptions, ServerCore
 from aserve.errors import ServingError
 from aserve.flags import ServerOptions
 from aserve.grpc_api import Health
+from aserve.ids import ServableId
 from aserve.manager import RetryPolicy
+from aserve.metrics import Metrics
 from aserve.pool import WorkerPool
 from aserve.rest import RestOptions, RestServer, create_app
 from aserve.service import Service, ServiceOptions
@@ -52,6 +54,7 @@ class Server:
         self.core: ServerCore | None = None
         self.rest_port = 0  # the bound ports, once serving
         self.grpc_port = 0
+        self.metrics = Metrics()
 
     async def serve(
         self,
@@ -68,6 +71,8 @@ class Server:
             log.warning("--%s is accepted for compatibility but has no effect yet", flag)
         config, config_text = await self._initial_config()
         batching = await self._batching_options()
+        metrics_path = await self._prometheus_path()
+        metrics = self.metrics
         pool = WorkerPool(
             workers=options.num_worker_threads,
             load_threads=options.num_load_threads,
@@ -76,18 +81,19 @@ class Server:
         core = self.core = ServerCore(
             options=_core_options(options),
             pool=pool,
-            load_model=_model_loader(options),
-            make_runner=_runner_factory(batching, pool),
+            load_model=_model_loader(options, metrics),
+            make_runner=_runner_factory(batching, pool, metrics),
         )
         service = Service(
             core=core,
+            metrics=metrics,
             options=ServiceOptions(check_method_name=options.enable_signature_method_name_check),
         )
         tasks: list[asyncio.Task[None]] = []
         health = Health() if options.enable_grpc_healthcheck_service else None
         rest_server = grpc_server = None
         try:
-            rest_server = await self._start_rest(service)
+            rest_server = await self._start_rest(service, metrics_path)
             grpc_server = await self._start_grpc(service, health)
             await core.start(config)
             tasks.append(asyncio.create_task(_freeze_heap_after_loads(core)))
@@ -138,6 +144,22 @@ class Server:
         with _startup_errors():
             return BatchingOptions.from_proto(params)
 
+    async def _prometheus_path(self) -> str | None:
+        """The REST path of the Prometheus page, if --monitoring_config_file enables it."""
+        path = self.options.monitoring_config_file
+        if not path:
+            return None
+        text = await _read_startup_file("monitoring_config_file", path)
+        with _startup_errors():
+            config = parse_text_proto(text, monitoring_config_pb2.MonitoringConfig)
+        prometheus = config.prometheus_config
+        if not prometheus.enable:
+            return None
+        if not self.options.rest_api_port:
+            log.warning("Prometheus metrics need --rest_api_port; not exported")
+            return None
+        return prometheus.path or "/monitoring/prometheus/metrics"
+
     def _rest_socket(self) -> socket.socket | None:
         options = self.options
         if options.rest_api_port == 0:
@@ -149,7 +171,7 @@ class Server:
         self.rest_port = sock.getsockname()[1]
         return sock
 
-    async def _start_rest(self, service: Service) -> RestServer | None:
+    async def _start_rest(self, service: Service, metrics_path: str | None) -> RestServer | None:
         sock = self._rest_socket()
         if sock is None:
             return None
@@ -160,6 +182,7 @@ class Server:
                 timeout_ms=options.rest_api_timeout_in_ms,
                 max_body_bytes=options.rest_api_max_body_bytes,
                 cors=options.rest_api_enable_cors_support,
+                metrics_path=metrics_path,
             ),
         )
         server = RestServer(app, sock, grace_seconds=options.shutdown_grace_seconds)
@@ -248,8 +271,8 @@ def _startup_errors() -> Iterator[None]:
 
 
 def _runner_factory(
-    batching: BatchingOptions | None, pool: WorkerPool
-) -> Callable[[Any], Runner] | None:
+    batching: BatchingOptions | None, pool: WorkerPool, metrics: Metrics
+) -> Callable[[ServableId, Any], Runner] | None:
     """With --enable_batching, every loaded version gets a batching runner."""
     if batching is None:
         return None
@@ -257,7 +280,13 @@ def _runner_factory(
     in_flight = min(batching.num_batch_threads, pool.workers)
     log.info("batching: %s, at most %d batch(es) running", batching, in_flight)
     slots = asyncio.Semaphore(in_flight)
-    return functools.partial(BatchingRunner, pool=pool, options=batching, slots=slots)
+
+    def make_runner(id: ServableId, model: Any) -> Runner:
+        return BatchingRunner(
+            model, pool=pool, options=batching, slots=slots, metrics=metrics, model_name=id.name
+        )
+
+    return make_runner
 
 
 def _grpc_server_options(options: ServerOptions) -> list[tuple[str, int | str]]:
@@ -314,7 +343,7 @@ def _core_options(options: ServerOptions) -> CoreOptions:
     )
 
 
-def _model_loader(options: ServerOptions) -> Callable[[str], object]:
+def _model_loader(options: ServerOptions, metrics: Metrics) -> Callable[[str], object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     from aserve import loader, warmup
 
@@ -330,7 +359,13 @@ def _model_loader(options: ServerOptions) -> Callable[[str], object]:
     )
 
     def load(path: str) -> loader.SavedModel:
-        model = loader.load(path, load_options)
+        start = time.perf_counter()
+        try:
+            model = loader.load(path, load_options)
+        except BaseException:
+            metrics.record_load(path, False, time.perf_counter() - start)
+            raise
+        metrics.record_load(path, True, time.perf_counter() - start)
         if options.enable_model_warmup:
             try:
                 warmup.warm_up(model, options.num_request_iterations_for_warmup)

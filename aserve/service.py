@@ -14,6 +14,7 @@ A request pins its servable for its whole duration:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,9 @@ from aserve.core import ServerCore
 from aserve.errors import not_found
 from aserve.ids import ServableRequest
 from aserve.inference import Job
+from aserve.metrics import Metrics
 from aserve.registry import Handle, Servable
-from aserve.signatures import Signature
+from aserve.signatures import CLASSIFY_METHOD, Signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +37,15 @@ class ServiceOptions:
 
 
 class Service:
-    def __init__(self, *, core: ServerCore, options: ServiceOptions = ServiceOptions()) -> None:
+    def __init__(
+        self,
+        *,
+        core: ServerCore,
+        metrics: Metrics | None = None,
+        options: ServiceOptions = ServiceOptions(),
+    ) -> None:
         self.core = core
+        self.metrics = metrics or Metrics()
         self._check_method = options.check_method_name
 
     def acquire(self, request: ServableRequest) -> Handle:
@@ -56,7 +65,7 @@ class Service:
         job = inference.predict_job(
             signature, inputs, output_filter, check_method_name=self._check_method
         )
-        return await self._run(servable, job, timeout_ms)  # type: ignore[no-any-return]
+        return await self._run(servable, job, timeout_ms, "Predict")  # type: ignore[no-any-return]
 
     async def classify_or_regress(
         self,
@@ -75,7 +84,8 @@ class Service:
             input,
             check_method_name=self._check_method,
         )
-        return await self._run(servable, job, timeout_ms)
+        api = "Classify" if method == CLASSIFY_METHOD else "Regress"
+        return await self._run(servable, job, timeout_ms, api)
 
     async def multi_inference(
         self,
@@ -87,10 +97,19 @@ class Service:
     ) -> list[Any]:
         """``tasks`` = (signature name, method name) pairs; results in task order."""
         job = inference.multi_inference_job(servable.model.signatures, tasks, input)
-        return await self._run(servable, job, timeout_ms)  # type: ignore[no-any-return]
+        return await self._run(servable, job, timeout_ms, "MultiInference")  # type: ignore[no-any-return]
 
-    async def _run(self, servable: Servable, job: Job, timeout_ms: int) -> Any:
-        return job.finish(await servable.runner.run(job.plan, timeout_ms))
+    async def _run(self, servable: Servable, job: Job, timeout_ms: int, api: str) -> Any:
+        """Run the job; record TF Serving's runtime latency (queueing included) and examples."""
+        name = servable.id.name
+        if job.examples:
+            self.metrics.request_example_counts.observe(job.examples, name)
+            self.metrics.request_example_count_total.inc(name, by=job.examples)
+        start = time.perf_counter()
+        results = await servable.runner.run(job.plan, timeout_ms)
+        elapsed_us = (time.perf_counter() - start) * 1e6
+        self.metrics.runtime_latency.observe(elapsed_us, name, api, "TF1")
+        return job.finish(results)
 
     # -- status, metadata, config --------------------------------------------------------------
 
