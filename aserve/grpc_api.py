@@ -103,7 +103,7 @@ _METERED = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
 
 
 def _model_name(request: Any) -> str:
-    if hasattr(request, "tasks"):  # MultiInferenceRequest
+    if isinstance(request, inference_pb2.MultiInferenceRequest):
         return request.tasks[0].model_spec.name if request.tasks else ""
     return request.model_spec.name  # type: ignore[no-any-return]
 
