@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -53,6 +54,7 @@ CEILING_BATCHES = (1, 8, 32, 128)
 CONCURRENCIES = (1, 8, 64)
 PEER_CONCURRENCY = 32
 MULTI_EXAMPLE = 32
+METRICS_PATH = "/monitoring/prometheus/metrics"
 BATCHING = """\
 max_batch_size { value: 64 }
 batch_timeout_micros { value: 0 }
@@ -153,6 +155,16 @@ class Served:
     rest: str  # http://127.0.0.1:port
     grpc: str  # 127.0.0.1:port
 
+    def batches(self, model: str) -> tuple[float, float]:
+        """(examples, batches) run so far for ``model``, from aserve's own Prometheus page."""
+        with urllib.request.urlopen(self.rest + METRICS_PATH, timeout=10) as response:
+            page = response.read().decode()
+        found = dict.fromkeys(("sum", "count"), 0.0)
+        pattern = rf'^:aserve:batching:batch_size_(sum|count){{model_name="{model}"}} (\S+)$'
+        for kind, value in re.findall(pattern, page, re.MULTILINE):
+            found[kind] = float(value)
+        return found["sum"], found["count"]
+
 
 @contextlib.contextmanager
 def aserve(
@@ -168,12 +180,15 @@ def aserve(
         )
         + "}\n"
     )
+    monitoring = work / "monitoring.config"
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     rest, grpc = free_port(), free_port()
     argv = [
         sys.executable,
         "-m",
         "aserve",
         f"--model_config_file={config}",
+        f"--monitoring_config_file={monitoring}",
         "--host=127.0.0.1",
         f"--rest_api_port={rest}",
         f"--port={grpc}",
@@ -295,28 +310,40 @@ def run_peers(
 
 
 def model_table(
-    model: BenchModel, ceiling: list[CeilingRow], served: dict[tuple[str, str, int], LoadResult]
+    model: BenchModel,
+    ceiling: list[CeilingRow],
+    served: dict[tuple[str, str, int], LoadResult],
+    mean_batch: dict[tuple[str, str, int], float],
 ) -> str:
+    """One model: the ceiling rows, then each served run against them.
+
+    "p50 - in-process" subtracts the batch-1 p50 of the fastest in-process call (the ceiling)
+    and, after the slash, of the TF2 signature call (``loaded.signatures[...]``).
+    """
     base = ceiling_at(ceiling, 32)
-    latency_floor = ceiling_at(ceiling, 1).p50_ms
+    floor = ceiling_at(ceiling, 1).p50_ms
+    tf2 = next((r.p50_ms for r in ceiling if r.batch == 1 and r.method.startswith("TF2")), floor)
     lines = [
         f"## {model.name}: {model.description}",
         "",
-        "| run | examples/s | p50 ms | p99 ms | errors | vs ceiling@32 | p50 - in-process |",
-        "|---|---|---|---|---|---|---|",
+        "| run | examples/s | p50 ms | p99 ms | errors | vs ceiling@32 | mean batch "
+        "| p50 - in-process (ceiling / TF2 call) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in ceiling:
         best = " (ceiling)" if row == ceiling_at(ceiling, row.batch) else ""
         lines.append(
             f"| in-process {row.method}, batch {row.batch}{best} | {row.examples_per_s:,.0f} "
-            f"| {row.p50_ms:.3f} | | | {row.examples_per_s / base.examples_per_s:.2f} | |"
+            f"| {row.p50_ms:.3f} | | | {row.examples_per_s / base.examples_per_s:.2f} | | |"
         )
-    for (protocol, mode, c), r in served.items():
+    for key, r in served.items():
+        protocol, mode, c = key
+        batch = f"{mean_batch[key]:.1f}" if key in mean_batch else ""
         lines.append(
             f"| aserve {protocol} c={c} {mode} ({r.engine}) | {r.examples_per_s:,.0f} "
             f"| {r.p50_ms:.3f} "
             f"| {r.p99_ms:.2f} | {r.errors} | {r.examples_per_s / base.examples_per_s:.2f} "
-            f"| {r.p50_ms - latency_floor:+.3f} |"
+            f"| {batch} | {r.p50_ms - floor:+.3f} / {r.p50_ms - tf2:+.3f} |"
         )
     return "\n".join(lines)
 
@@ -406,6 +433,18 @@ def main(argv: list[str] | None = None) -> int:
             path = build(model.name, work / "models" / model.name / "1")
             ceilings[model.name] = measure_ceiling(model, path, args.ceiling_seconds)
         served: dict[str, dict[tuple[str, str, int], LoadResult]] = {m.name: {} for m in models}
+        mean_batch: dict[str, dict[tuple[str, str, int], float]] = {m.name: {} for m in models}
+
+        def measured(
+            server: Served, model: BenchModel, key: tuple[str, str, int], **kw: Any
+        ) -> None:
+            """One load run; with batching, also the mean size of the batches it caused."""
+            examples, batches = server.batches(model.name)
+            served[model.name][key] = load(model, server, key[0], key[2], args, **kw)
+            more_examples, more_batches = server.batches(model.name)
+            if more_batches > batches:
+                mean_batch[model.name][key] = (more_examples - examples) / (more_batches - batches)
+
         for batching in (False, True):
             mode = "batching" if batching else "direct"
             with aserve(work, models, batching=batching) as server:
@@ -413,17 +452,13 @@ def main(argv: list[str] | None = None) -> int:
                     for protocol in ("REST", "gRPC"):
                         for c in CONCURRENCIES:
                             progress.step(f"{model.name} {protocol} c={c} {mode}")
-                            served[model.name][(protocol, mode, c)] = load(
-                                model, server, protocol, c, args
-                            )
+                            measured(server, model, (protocol, mode, c))
                 if batching:  # requests of several examples amortise the per-request cost
                     for model in heavy:
                         for protocol in ("REST", "gRPC"):
                             label = f"batching, {MULTI_EXAMPLE} examples/request"
                             progress.step(f"{model.name} {protocol} c=64 {label}")
-                            served[model.name][(protocol, label, 64)] = load(
-                                model, server, protocol, 64, args, MULTI_EXAMPLE
-                            )
+                            measured(server, model, (protocol, label, 64), examples=MULTI_EXAMPLE)
         aserve_vs_peers = {}
         if "tiny" in served:
             with aserve(work, [MODELS["tiny"]], batching=True) as server:
@@ -440,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
     report = "\n\n".join(
         [
-            *(model_table(m, ceilings[m.name], served[m.name]) for m in models),
+            *(model_table(m, ceilings[m.name], served[m.name], mean_batch[m.name]) for m in models),
             peers_table(aserve_vs_peers, peer_rows, notes),
             swap_table(swap),
         ]
