@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import aiofiles
 import grpc
@@ -42,6 +42,7 @@ from aserve.rest import RestOptions, RestServer, create_app
 from aserve.service import Service, ServiceOptions
 
 log = logging.getLogger("aserve")
+M = TypeVar("M")
 
 
 class StartupError(Exception):
@@ -135,30 +136,30 @@ class Server:
         options = self.options
         if not options.enable_batching:
             return None
-        params = batching_parameters_pb2.BatchingParameters()
-        path = options.batching_parameters_file
-        if path:
-            text = await _read_startup_file("batching_parameters_file", path)
-            with _startup_errors():
-                params = parse_text_proto(text, batching_parameters_pb2.BatchingParameters)
+        message = batching_parameters_pb2.BatchingParameters
+        params = await self._startup_proto("batching_parameters_file", message)
         with _startup_errors():
-            return BatchingOptions.from_proto(params)
+            return BatchingOptions.from_proto(params if params is not None else message())
 
     async def _prometheus_path(self) -> str | None:
         """The REST path of the Prometheus page, if --monitoring_config_file enables it."""
-        path = self.options.monitoring_config_file
-        if not path:
-            return None
-        text = await _read_startup_file("monitoring_config_file", path)
-        with _startup_errors():
-            config = parse_text_proto(text, monitoring_config_pb2.MonitoringConfig)
-        prometheus = config.prometheus_config
-        if not prometheus.enable:
+        message = monitoring_config_pb2.MonitoringConfig
+        config = await self._startup_proto("monitoring_config_file", message)
+        if config is None or not config.prometheus_config.enable:
             return None
         if not self.options.rest_api_port:
             log.warning("Prometheus metrics need --rest_api_port; not exported")
             return None
-        return prometheus.path or "/monitoring/prometheus/metrics"
+        return config.prometheus_config.path or "/monitoring/prometheus/metrics"
+
+    async def _startup_proto(self, flag: str, message: type[M]) -> M | None:
+        """The text proto in the file --``flag`` names (None if unset); errors are one line."""
+        path = getattr(self.options, flag)
+        if not path:
+            return None
+        text = await _read_startup_file(flag, path)
+        with _startup_errors():
+            return parse_text_proto(text, message)
 
     def _rest_socket(self) -> socket.socket | None:
         options = self.options
@@ -209,12 +210,9 @@ class Server:
         return server
 
     async def _ssl_credentials(self) -> grpc.ServerCredentials | None:
-        path = self.options.ssl_config_file
-        if not path:
+        ssl = await self._startup_proto("ssl_config_file", ssl_config_pb2.SSLConfig)
+        if ssl is None:
             return None
-        text = await _read_startup_file("ssl_config_file", path)
-        with _startup_errors():
-            ssl = parse_text_proto(text, ssl_config_pb2.SSLConfig)
         return grpc.ssl_server_credentials(
             [(ssl.server_key.encode(), ssl.server_cert.encode())],
             root_certificates=ssl.custom_ca.encode() or None,
