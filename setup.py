@@ -1,4 +1,4 @@
-"""Build hook: generate aserve/_proto/*_pb2.py from protos/ with grpcio-tools.
+"""Build hook: generate aserve/_proto/*_pb2.py (and .pyi) from protos/ with grpcio-tools.
 
 All project metadata lives in pyproject.toml; this file only adds the code
 generation step to build_py (used by wheels and by editable installs alike).
@@ -20,7 +20,13 @@ def generate_protos() -> None:
 
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     sources = sorted((ROOT / "protos").rglob("*.proto"))
-    args = ["protoc", f"-I{ROOT / 'protos'}", f"-I{include}", f"--python_out={ROOT}"]
+    args = [
+        "protoc",
+        f"-I{ROOT / 'protos'}",
+        f"-I{include}",
+        f"--python_out={ROOT}",
+        f"--pyi_out={ROOT}",  # type stubs, so mypy sees the generated messages
+    ]
     if protoc.main(args + [str(s) for s in sources]) != 0:
         raise RuntimeError("protoc failed on " + ", ".join(map(str, sources)))
 

@@ -65,14 +65,16 @@ class ConfigDiff:
 
 def parse_text_proto(text: str, message_type: type[M]) -> M:
     """Parse a text proto; errors read like the C++ parser's (``<line>:<col>: ...``)."""
+    message: M = message_type()
     try:
-        return text_format.Parse(text, message_type())
+        text_format.Parse(text, message)
     except text_format.ParseError as e:
         detail = re.sub(r"^\d+:\d+ : ", "", str(e))
         full_name = message_type.DESCRIPTOR.full_name
         raise invalid_argument(
             f"Error parsing text-format {full_name}: {e.GetLine()}:{e.GetColumn()}: {detail}"
         ) from None
+    return message
 
 
 def parse_model_server_config(text: str) -> ServingConfig | None:

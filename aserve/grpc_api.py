@@ -21,7 +21,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -47,7 +47,7 @@ from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD
 log = logging.getLogger("aserve.grpc")
 
 T = TypeVar("T")
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpcio ships no type stubs
 RELOAD_RESPONSE_KEY = "tensorflow.serving.reloadconfigresponse-bin"
 HEALTH_SERVICES = (
     "",

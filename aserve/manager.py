@@ -115,11 +115,11 @@ class Manager:
                 if harness.state is State.NEW:
                     harness.transition(State.DISABLED)
         for version, path in aspired.items():
-            harness = harnesses.get(version)
-            if harness is None or (harness.state.ended and not harness.aspired):
+            existing = harnesses.get(version)
+            if existing is None or (existing.state.ended and not existing.aspired):
                 harnesses[version] = Harness(ServableId(name, version), path, listener=self._report)
             else:
-                harness.aspired = True
+                existing.aspired = True
 
     def _forget_ended(self) -> None:
         for name, harnesses in list(self._harnesses.items()):

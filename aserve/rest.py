@@ -16,6 +16,7 @@ import contextlib
 import gzip
 import json
 import logging
+import math
 import re
 import socket
 import time
@@ -257,7 +258,7 @@ class RestServer:
             access_log=False,
             log_config=None,
             server_header=False,
-            timeout_graceful_shutdown=grace_seconds,
+            timeout_graceful_shutdown=math.ceil(grace_seconds),  # uvicorn takes whole seconds
             timeout_keep_alive=75,
         )
         self._server = _Uvicorn(config)
@@ -343,11 +344,13 @@ def _gunzip(body: bytes) -> bytes:
 
 
 def _proto_json(message: Any) -> str:
-    return json_format.MessageToJson(
-        message,
-        preserving_proto_field_name=True,
-        always_print_fields_with_no_presence=True,
-        indent=1,
+    return str(
+        json_format.MessageToJson(
+            message,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+            indent=1,
+        )
     )
 
 

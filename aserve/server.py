@@ -254,7 +254,7 @@ def run(options: ServerOptions) -> int:
 async def _read_startup_file(flag: str, path: str) -> str:
     try:
         async with aiofiles.open(path) as f:
-            return await f.read()
+            return str(await f.read())
     except OSError as e:
         raise StartupError(f"cannot read --{flag}={path}: {e.strerror}") from None
 
@@ -308,7 +308,7 @@ def _add_port(
         raise StartupError(f"cannot listen on {address}: {e}") from None
     if port == 0 and not address.startswith("unix:"):
         raise StartupError(f"cannot listen on {address}")
-    return port
+    return int(port)
 
 
 async def _freeze_heap_after_loads(core: ServerCore) -> None:

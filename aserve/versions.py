@@ -63,7 +63,8 @@ def parse_listing(base_path: str, dirs: Iterable[str], files: Iterable[str] = ()
 
 def list_version_dirs(base_path: str) -> Listing:
     """List ``base_path`` (blocking I/O). Raises ``OSError`` when it cannot be read."""
-    dirs, files = [], []
+    dirs: list[str] = []
+    files: list[str] = []
     with os.scandir(base_path) as entries:
         for entry in entries:
             (dirs if entry.is_dir() else files).append(entry.name)
