@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -360,12 +361,15 @@ class BatchingRunner:
         metrics: Metrics | None = None,
         model_name: str = "",
     ) -> None:
-        self._model = model
-        self._pool = pool
-        self._options = options
-        self._slots = slots
-        self._metrics = metrics
-        self._model_name = model_name
+        self._new_batcher = functools.partial(
+            Batcher,
+            model,
+            pool=pool,
+            options=options,
+            slots=slots,
+            metrics=metrics,
+            model_name=model_name,
+        )
         self._direct = DirectRunner(model, pool=pool)
         self._batchable = {
             (
@@ -384,16 +388,7 @@ class BatchingRunner:
             return await self._direct.run(plan, timeout_ms)
         batcher = self._batchers.get((feeds, plan.fetches))
         if batcher is None:
-            batcher = Batcher(
-                self._model,
-                plan.fetches,
-                pool=self._pool,
-                options=self._options,
-                slots=self._slots,
-                metrics=self._metrics,
-                model_name=self._model_name,
-            )
-            self._batchers[(feeds, plan.fetches)] = batcher
+            batcher = self._batchers[(feeds, plan.fetches)] = self._new_batcher(plan.fetches)
         return await batcher.run(plan.feeds, size, timeout_ms)
 
     def statistics(self) -> list[BatcherStatistics]:
