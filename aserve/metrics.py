@@ -121,9 +121,9 @@ class Metrics:
     def record_request(
         self, model_name: str, api: str, entrypoint: str, code: Code, seconds: float
     ) -> None:
-        """One REST or gRPC request: counted always, its latency only when it succeeded."""
+        """One REST or gRPC request: always counted; timed if it succeeded and ``api`` is given."""
         self.request_count.inc(model_name, code.name)
-        if code is Code.OK:
+        if code is Code.OK and api:
             self.request_latency.observe(seconds * 1e6, model_name, api, entrypoint)
 
     def record_load(self, model_path: str, ok: bool, seconds: float) -> None:

@@ -128,6 +128,9 @@ class RestApi:
         except ServingError as e:
             code = e.code
             return http_status(e.code), tensors.error_json(e.message)
+        except asyncio.CancelledError:  # the client went away
+            code = Code.CANCELLED
+            raise
         except _TooLarge:
             code = Code.RESOURCE_EXHAUSTED
             limit = self._options.max_body_bytes

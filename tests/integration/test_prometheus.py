@@ -161,3 +161,22 @@ def test_a_broken_monitoring_config_stops_start_up_with_one_line(tmp_path: Path)
         "Error parsing text-format tensorflow.serving.MonitoringConfig: 1:"
     )
     assert "\n" not in str(failed.value)
+
+
+def test_status_requests_are_counted_but_not_timed(metered: RunningServer) -> None:
+    before = scrape(metered)
+    assert metered.get("/v1/models/hpt").status_code == 200
+    assert metered.get("/v1/models/hpt/metadata").status_code == 200
+    after = scrape(metered)
+    ok = key(":tensorflow:serving:request_count", model_name="hpt", status="OK")
+    assert after[ok] - before[ok] == 2
+    latency_names = {k for k in after if k[0] == ":tensorflow:serving:request_latency_count"}
+    assert {dict(labels)["API"] for _, labels in latency_names} <= {
+        "predict",
+        "classify",
+        "regress",
+        "Predict",
+        "Classify",
+        "Regress",
+        "MultiInference",
+    }
