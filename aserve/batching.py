@@ -41,7 +41,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from aserve._proto import batching_parameters_pb2
 from aserve.batches import Feeds, Model, batch_size, compatibility, run_batch
+from aserve.config import parse_text_proto
 from aserve.errors import Code, ServingError, invalid_argument
 from aserve.inference import Plan
 from aserve.metrics import Metrics
@@ -126,6 +128,24 @@ class BatchingOptions:
                 "Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
                 f"{sizes[-1]}; expected {self.capacity}"
             )
+
+
+VERSION_PARAMETERS_FILE = "batching_params.pbtxt"
+
+
+def read_version_options(version_dir: str) -> BatchingOptions | None:
+    """``<version_dir>/batching_params.pbtxt`` (--enable_per_model_batching_parameters).
+
+    None when the version has no such file: TF Serving does not batch it then. A file that
+    does not parse fails the load. Blocking I/O: called in the load thread.
+    """
+    try:
+        with open(os.path.join(version_dir, VERSION_PARAMETERS_FILE)) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    params = parse_text_proto(text, batching_parameters_pb2.BatchingParameters)
+    return BatchingOptions.from_proto(params)
 
 
 # -- the scheduler (on the loop) --------------------------------------------------------------

@@ -60,6 +60,7 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         # batching
         "enable_batching",
         "batching_parameters_file",
+        "enable_per_model_batching_parameters",
         # TensorFlow
         "tensorflow_session_parallelism",
         "tensorflow_intra_op_parallelism",

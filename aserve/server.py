@@ -28,7 +28,13 @@ from grpc_health.v1 import health_pb2_grpc
 
 from aserve import grpc_api
 from aserve._proto import batching_parameters_pb2, monitoring_config_pb2, ssl_config_pb2
-from aserve.batching import BatchingOptions, BatchingRunner, Runner
+from aserve.batching import (
+    BatchingOptions,
+    BatchingRunner,
+    DirectRunner,
+    Runner,
+    read_version_options,
+)
 from aserve.config import ServingConfig, parse_model_server_config, parse_text_proto, single_model
 from aserve.core import CoreOptions, ServerCore
 from aserve.errors import ServingError
@@ -74,6 +80,11 @@ class Server:
         batching = await self._batching_options()
         metrics_path = await self._prometheus_path()
         metrics = self.metrics
+        per_version = (
+            _VersionBatching()
+            if batching is not None and options.enable_per_model_batching_parameters
+            else None
+        )
         pool = WorkerPool(
             workers=options.num_worker_threads,
             load_threads=options.num_load_threads,
@@ -82,8 +93,8 @@ class Server:
         core = self.core = ServerCore(
             options=_core_options(options),
             pool=pool,
-            load_model=_model_loader(options, metrics),
-            make_runner=_runner_factory(batching, pool, metrics),
+            load_model=_model_loader(options, metrics, per_version),
+            make_runner=_runner_factory(batching, pool, metrics, per_version),
         )
         service = Service(
             core=core,
@@ -268,8 +279,29 @@ def _startup_errors() -> Iterator[None]:
         raise StartupError(e.message) from None
 
 
+class _VersionBatching:
+    """--enable_per_model_batching_parameters: each version's own batching parameters.
+
+    Read in the load thread, next to the SavedModel (:func:`read_version_options`), and taken
+    on the loop when the version's runner is made. A version without the file is not batched;
+    the global file then only sizes the batch threads, as in TF Serving.
+    """
+
+    def __init__(self) -> None:
+        self._read: dict[str, BatchingOptions | None] = {}
+
+    def read(self, version_dir: str) -> None:
+        self._read[version_dir] = read_version_options(version_dir)
+
+    def take(self, version_dir: str) -> BatchingOptions | None:
+        return self._read.pop(version_dir, None)
+
+
 def _runner_factory(
-    batching: BatchingOptions | None, pool: WorkerPool, metrics: Metrics
+    batching: BatchingOptions | None,
+    pool: WorkerPool,
+    metrics: Metrics,
+    per_version: _VersionBatching | None,
 ) -> Callable[[ServableId, Any], Runner] | None:
     """With --enable_batching, every loaded version gets a batching runner."""
     if batching is None:
@@ -280,8 +312,11 @@ def _runner_factory(
     slots = asyncio.Semaphore(in_flight)
 
     def make_runner(id: ServableId, model: Any) -> Runner:
+        chosen = per_version.take(model.path) if per_version is not None else batching
+        if chosen is None:
+            return DirectRunner(model, pool=pool)
         return BatchingRunner(
-            model, pool=pool, options=batching, slots=slots, metrics=metrics, model_name=id.name
+            model, pool=pool, options=chosen, slots=slots, metrics=metrics, model_name=id.name
         )
 
     return make_runner
@@ -341,7 +376,9 @@ def _core_options(options: ServerOptions) -> CoreOptions:
     )
 
 
-def _model_loader(options: ServerOptions, metrics: Metrics) -> Callable[[str], object]:
+def _model_loader(
+    options: ServerOptions, metrics: Metrics, per_version: _VersionBatching | None
+) -> Callable[[str], object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     from aserve import loader, warmup
 
@@ -357,6 +394,8 @@ def _model_loader(options: ServerOptions, metrics: Metrics) -> Callable[[str], o
     )
 
     def load(path: str) -> loader.SavedModel:
+        if per_version is not None:
+            per_version.read(path)  # a file that does not parse fails the load
         start = time.perf_counter()
         try:
             model = loader.load(path, load_options)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -145,3 +146,48 @@ def _batch_stats(server: RunningServer) -> tuple[int, int]:
     servable = server.server.core.registry.resolve(ServableRequest.latest("gate"))
     stats = servable.runner.statistics()  # type: ignore[attr-defined]
     return (stats[0].queued_requests, stats[0].running_batches) if stats else (0, 0)
+
+
+def test_per_model_batching_parameters_come_from_each_version(tmp_path: Path) -> None:
+    """--enable_per_model_batching_parameters: <version>/batching_params.pbtxt, or no batching."""
+    version = HALF_PLUS_TWO / "00000123"
+    own, plain, broken = (tmp_path / name for name in ("own", "plain", "broken"))
+    (copy_version(version, own, 1) / "batching_params.pbtxt").write_text(
+        "max_batch_size { value: 2 }\n"
+    )
+    copy_version(version, plain, 1)
+    (copy_version(version, broken, 1) / "batching_params.pbtxt").write_text("max_batch_size: 2\n")
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {"
+        + "".join(
+            f' config {{ name: "{p.name}" base_path: "{p}" model_platform: "tensorflow" }}'
+            for p in (own, plain, broken)
+        )
+        + " }"
+    )
+    global_params = tmp_path / "batching.config"
+    global_params.write_text("max_batch_size { value: 4 }\nnum_batch_threads { value: 1 }\n")
+    with run_server(
+        f"--model_config_file={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={global_params}",
+        "--enable_per_model_batching_parameters",
+    ) as server:
+        server.wait_for_state("own", 1)
+        server.wait_for_state("plain", 1)
+        server.wait_for_state("broken", 1, "END")
+
+        def predict(name: str, n: int) -> Any:
+            return server.post(f"/v1/models/{name}:predict", {"instances": [1.0] * n})
+
+        assert predict("own", 2).json() == {"predictions": [2.5, 2.5]}
+        too_big = predict("own", 3)  # its own limit (2), not the global file's (4)
+        assert too_big.status_code == 400
+        assert too_big.json() == {"error": "Task size 3 is larger than maximum input batch size 2"}
+        assert predict("plain", 5).json() == {"predictions": [2.5] * 5}  # not batched at all
+        status = server.get("/v1/models/broken").json()["model_version_status"][0]
+        assert status["status"]["error_code"] == "INVALID_ARGUMENT"
+        assert status["status"]["error_message"].startswith(
+            "Error parsing text-format tensorflow.serving.BatchingParameters: 1:"
+        )

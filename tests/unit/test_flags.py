@@ -84,7 +84,6 @@ NOT_IMPLEMENTED = frozenset(
     {
         "rest_api_num_threads",
         "grpc_max_threads",
-        "enable_per_model_batching_parameters",
         "flush_filesystem_caches",
         "tensorflow_session_config_file",
         "use_alts_credentials",
