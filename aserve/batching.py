@@ -87,6 +87,7 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = False
     enable_large_batch_splitting: bool = False
     max_execution_batch_size: int = 0  # 0: max_batch_size
+    thread_pool_name: str = "batch_threads"  # labels the queuing-latency metric
 
     @property
     def capacity(self) -> int:
@@ -105,6 +106,7 @@ class BatchingOptions:
             "num_batch_threads",
             "enable_large_batch_splitting",
             "max_execution_batch_size",
+            "thread_pool_name",
         )
         given = {name: getattr(params, name).value for name in wrapped if params.HasField(name)}
         options = cls(
@@ -321,7 +323,7 @@ class Batcher:
         total = sum(task.size for task in batch)
         padded = next((s for s in self._options.allowed_batch_sizes if s >= total), total)
         if self._metrics is not None:
-            _record(self._metrics, batch, padded, self._model_name)
+            _record(self._metrics, batch, padded, self._model_name, self._options.thread_pool_name)
         self._in_flight += 1
         try:
             results = await self._pool.run(
@@ -349,14 +351,13 @@ class Batcher:
             self._last_batch_size, self._batches = total, self._batches + 1
 
 
-_THREAD_POOL = "batch_threads"  # TF's default BatchingParameters.thread_pool_name
-
-
-def _record(metrics: Metrics, batch: Sequence[_Task], size: int, model_name: str) -> None:
+def _record(
+    metrics: Metrics, batch: Sequence[_Task], size: int, model_name: str, pool_name: str
+) -> None:
     """How long each request of a starting batch queued, and the size the batch runs at."""
     now = asyncio.get_running_loop().time()
     for task in batch:
-        metrics.queuing_latency.observe((now - task.enqueued) * 1e6, _THREAD_POOL)
+        metrics.queuing_latency.observe((now - task.enqueued) * 1e6, pool_name)
     metrics.batch_size.observe(size, model_name)
 
 

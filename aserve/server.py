@@ -149,8 +149,10 @@ class Server:
             return None
         message = batching_parameters_pb2.BatchingParameters
         params = await self._startup_proto("batching_parameters_file", message)
+        if params is None:  # as tensorflow_model_server names its pool without a file
+            params = message(thread_pool_name={"value": "model_server_batch_threads"})
         with _startup_errors():
-            return BatchingOptions.from_proto(params if params is not None else message())
+            return BatchingOptions.from_proto(params)
 
     async def _prometheus_path(self) -> str | None:
         """The REST path of the Prometheus page, if --monitoring_config_file enables it."""

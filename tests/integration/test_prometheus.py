@@ -113,7 +113,8 @@ def test_rest_and_grpc_requests_are_counted_by_model_and_status(
     assert delta(runtime, model_name="hpt", API="Predict", runtime="TF1") == 3
     assert delta(":aserve:batching:batch_size_count", model_name="hpt") == 3
     queued = ":tensorflow:serving:batching_session:queuing_latency_count"
-    assert delta(queued, thread_pool_name="batch_threads") == 3
+    # tensorflow_model_server's pool name when --enable_batching comes without a file
+    assert delta(queued, thread_pool_name="model_server_batch_threads") == 3
 
 
 def test_classify_records_its_example_count(metered: RunningServer) -> None:

@@ -222,6 +222,8 @@ def test_batch_size() -> None:
 def test_options_from_tf_serving_file() -> None:
     params = batching_parameters_pb2.BatchingParameters()
     assert BatchingOptions.from_proto(params) == BatchingOptions()
+    params.thread_pool_name.value = "pool_a"
+    assert BatchingOptions.from_proto(params).thread_pool_name == "pool_a"
     params.max_batch_size.value = 128
     params.allowed_batch_sizes.extend([32, 64])
     with pytest.raises(ServingError) as info:
