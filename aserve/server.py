@@ -80,10 +80,8 @@ class Server:
         batching = await self._batching_options()
         metrics_path = await self._prometheus_path()
         metrics = self.metrics
-        per_version = (
-            _VersionBatching()
-            if batching is not None and options.enable_per_model_batching_parameters
-            else None
+        per_version: VersionBatching | None = (
+            {} if batching is not None and options.enable_per_model_batching_parameters else None
         )
         pool = WorkerPool(
             workers=options.num_worker_threads,
@@ -281,29 +279,18 @@ def _startup_errors() -> Iterator[None]:
         raise StartupError(e.message) from None
 
 
-class _VersionBatching:
-    """--enable_per_model_batching_parameters: each version's own batching parameters.
-
-    Read in the load thread, next to the SavedModel (:func:`read_version_options`), and taken
-    on the loop when the version's runner is made. A version without the file is not batched;
-    the global file then only sizes the batch threads, as in TF Serving.
-    """
-
-    def __init__(self) -> None:
-        self._read: dict[str, BatchingOptions | None] = {}
-
-    def read(self, version_dir: str) -> None:
-        self._read[version_dir] = read_version_options(version_dir)
-
-    def take(self, version_dir: str) -> BatchingOptions | None:
-        return self._read.pop(version_dir, None)
+# --enable_per_model_batching_parameters: each loaded version's own batching options, by
+# version folder. The loader (a load thread) puts them here once the version has loaded; the
+# runner factory (on the loop) takes them. A version without its own file maps to None and is
+# not batched; the global file then only sizes the batch threads, as in TF Serving.
+VersionBatching = dict[str, BatchingOptions | None]
 
 
 def _runner_factory(
     batching: BatchingOptions | None,
     pool: WorkerPool,
     metrics: Metrics,
-    per_version: _VersionBatching | None,
+    per_version: VersionBatching | None,
 ) -> Callable[[ServableId, Any], Runner] | None:
     """With --enable_batching, every loaded version gets a batching runner."""
     if batching is None:
@@ -314,7 +301,7 @@ def _runner_factory(
     slots = asyncio.Semaphore(in_flight)
 
     def make_runner(id: ServableId, model: Any) -> Runner:
-        chosen = per_version.take(model.path) if per_version is not None else batching
+        chosen = per_version.pop(model.path, None) if per_version is not None else batching
         if chosen is None:
             return DirectRunner(model, pool=pool)
         return BatchingRunner(
@@ -379,7 +366,7 @@ def _core_options(options: ServerOptions) -> CoreOptions:
 
 
 def _model_loader(
-    options: ServerOptions, metrics: Metrics, per_version: _VersionBatching | None
+    options: ServerOptions, metrics: Metrics, per_version: VersionBatching | None
 ) -> Callable[[str], object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     from aserve import loader, warmup
@@ -396,8 +383,8 @@ def _model_loader(
     )
 
     def load(path: str) -> loader.SavedModel:
-        if per_version is not None:
-            per_version.read(path)  # a file that does not parse fails the load
+        # a batching_params.pbtxt that does not parse fails the load before TensorFlow runs
+        own_batching = read_version_options(path) if per_version is not None else None
         start = time.perf_counter()
         try:
             model = loader.load(path, load_options)
@@ -411,6 +398,8 @@ def _model_loader(
             except BaseException:
                 model.close()
                 raise
+        if per_version is not None:
+            per_version[path] = own_batching
         return model
 
     return load
