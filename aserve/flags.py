@@ -65,6 +65,7 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "tensorflow_session_parallelism",
         "tensorflow_intra_op_parallelism",
         "tensorflow_inter_op_parallelism",
+        "tensorflow_session_config_file",
         "per_process_gpu_memory_fraction",
         # TLS / monitoring / general
         "ssl_config_file",

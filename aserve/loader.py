@@ -44,8 +44,12 @@ class LoadOptions:
     inter_op_threads: int = 0
     device: str = ""  # "" keeps the SavedModel's placement; "/device:GPU:0" moves the graph there
     gpu_memory_fraction: float = 0.0
+    # --tensorflow_session_config_file: this ConfigProto is used as it is (TF Serving's rule)
+    config_file_proto: config_pb2.ConfigProto | None = None
 
     def session_config(self) -> config_pb2.ConfigProto:
+        if self.config_file_proto is not None:
+            return self.config_file_proto
         config = config_pb2.ConfigProto(
             allow_soft_placement=True,  # GPU-pinned graphs still load on a CPU-only host
             intra_op_parallelism_threads=self.intra_op_threads,

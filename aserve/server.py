@@ -79,6 +79,7 @@ class Server:
         config, config_text = await self._initial_config()
         batching = await self._batching_options()
         metrics_path = await self._prometheus_path()
+        session_config = await self._session_config()
         metrics = self.metrics
         per_version: VersionBatching | None = (
             {} if batching is not None and options.enable_per_model_batching_parameters else None
@@ -91,7 +92,7 @@ class Server:
         core = self.core = ServerCore(
             options=_core_options(options),
             pool=pool,
-            load_model=_model_loader(options, metrics, per_version),
+            load_model=_model_loader(options, metrics, per_version, session_config),
             make_runner=_runner_factory(batching, pool, metrics, per_version),
         )
         service = Service(
@@ -162,6 +163,14 @@ class Server:
             log.warning("Prometheus metrics need --rest_api_port; not exported")
             return None
         return config.prometheus_config.path or "/monitoring/prometheus/metrics"
+
+    async def _session_config(self) -> Any:
+        """--tensorflow_session_config_file: a text ConfigProto for every session, or None."""
+        if not self.options.tensorflow_session_config_file:
+            return None
+        from tensorflow.core.protobuf import config_pb2  # imports TensorFlow: only when asked
+
+        return await self._startup_proto("tensorflow_session_config_file", config_pb2.ConfigProto)
 
     async def _startup_proto(self, flag: str, message: type[M]) -> M | None:
         """The text proto in the file --``flag`` names (None if unset); errors are one line."""
@@ -366,7 +375,10 @@ def _core_options(options: ServerOptions) -> CoreOptions:
 
 
 def _model_loader(
-    options: ServerOptions, metrics: Metrics, per_version: VersionBatching | None
+    options: ServerOptions,
+    metrics: Metrics,
+    per_version: VersionBatching | None,
+    session_config: Any,
 ) -> Callable[[str], object]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     from aserve import loader, warmup
@@ -380,6 +392,7 @@ def _model_loader(
         inter_op_threads=inter,
         device=options.device,
         gpu_memory_fraction=options.per_process_gpu_memory_fraction,
+        config_file_proto=session_config,
     )
 
     def load(path: str) -> loader.SavedModel:

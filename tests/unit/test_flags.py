@@ -85,7 +85,6 @@ NOT_IMPLEMENTED = frozenset(
         "rest_api_num_threads",
         "grpc_max_threads",
         "flush_filesystem_caches",
-        "tensorflow_session_config_file",
         "use_alts_credentials",
         "platform_config_file",
         "remove_unused_fields_from_bundle_metagraph",
