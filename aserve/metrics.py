@@ -74,10 +74,6 @@ class Histogram:
         cell[-2] += value
         cell[-1] += 1
 
-    def count(self, *values: str) -> int:
-        cell = self._cells.get(values)
-        return int(cell[-1]) if cell else 0
-
     def lines(self, name: str) -> Iterator[str]:
         for values, cell in sorted(self._cells.items()):
             cumulative = 0.0
