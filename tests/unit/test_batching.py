@@ -193,6 +193,16 @@ def test_batch_timeout_waits_for_more_requests() -> None:
     assert scenario(body, batch_timeout_micros=200_000).batches == [3]
 
 
+def test_a_batch_that_fills_up_does_not_wait_for_the_batch_timeout() -> None:
+    async def body(batcher: Batcher, model: FakeModel) -> None:
+        head = submit(batcher, x(0.0))
+        await asyncio.sleep(0.02)  # the scheduler now sleeps until the head's 60 s timeout
+        rest = [submit(batcher, x(float(i))) for i in (1, 2, 3)]
+        await asyncio.wait_for(asyncio.gather(head, *rest), 5)
+
+    assert scenario(body, batch_timeout_micros=60_000_000).batches == [4]
+
+
 def test_merge_pads_to_allowed_batch_size_with_the_last_requests_first_row() -> None:
     merged = merge([x(1.0), x(2.0, 3.0)], pad=False, padded_size=4)
     assert merged["x"].tolist() == [1.0, 2.0, 3.0, 2.0]
