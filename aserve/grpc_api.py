@@ -128,8 +128,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = predict_pb2.PredictResponse()
         _echo(response.model_spec, request.model_spec, servable.id.version)
         for alias, array in outputs.items():
-            response.outputs[alias].CopyFrom(
-                tensors.array_to_proto(array, as_content=self._tensor_content)
+            tensors.array_to_proto(
+                array, as_content=self._tensor_content, into=response.outputs[alias]
             )
         return response
 

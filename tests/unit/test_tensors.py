@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import classification_pb2, regression_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_pb2
 
 from aserve import tensors
 from aserve.errors import Code, ServingError
@@ -926,6 +926,16 @@ def test_array_to_proto_round_trips_through_tensorflow(
     assert_array(tensors.array_from_proto(tf.make_tensor_proto(array)), array)
     if array.dtype != ml_dtypes.bfloat16:
         assert_array(np.asarray(tf.make_ndarray(tensor)), array)
+
+
+@pytest.mark.parametrize("as_content", [False, True])
+@pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{list(a.shape)}")
+def test_array_to_proto_fills_a_map_entry_in_place(array: np.ndarray, as_content: bool) -> None:
+    response = predict_pb2.PredictResponse()
+    entry = response.outputs["y"]
+    returned = tensors.array_to_proto(array, as_content=as_content, into=entry)
+    assert returned is entry
+    assert response.outputs["y"] == tensors.array_to_proto(array, as_content=as_content)
 
 
 @pytest.mark.parametrize(
