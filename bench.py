@@ -19,9 +19,10 @@ For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute
 
 Then half_plus_two on the peer servers (NVIDIA Triton, Seldon MLServer; skipped with a
 note when not installed, see loadtests/PEERS.md) at 32 connections, side by side with
-aserve; and the latency-during-swap run (loadtests/swap.py). REST load comes from wrk,
-gRPC load from h2load when they are installed (the Python generator otherwise); all
-traffic stays on 127.0.0.1.
+aserve, in interleaved rounds (``--peer-rounds``, default 3): each server's median, and
+aserve's ratio to each peer taken within each round; and the latency-during-swap run
+(loadtests/swap.py). REST load comes from wrk, gRPC load from h2load when they are
+installed (the Python generator otherwise); all traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -266,19 +267,47 @@ def load(
 # -- peers ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class PeerRounds:
+    """half_plus_two at PEER_CONCURRENCY on aserve and each peer, in interleaved rounds.
+
+    The machine is shared and one server's figure moves by a third between runs minutes
+    apart, so every round measures every server back to back, and ratios are taken within
+    a round before the median is taken across rounds.
+    """
+
+    rounds: list[dict[str, LoadResult]]  # one per round: "aserve gRPC", "MLServer ... REST", ...
+    notes: list[str]
+
+
+def compare_with_peers(work: Path, args: argparse.Namespace, progress: Progress) -> PeerRounds:
+    tiny = MODELS["tiny"]
+    comparison = PeerRounds([], [] if not args.no_peers else ["peers skipped (--no-peers)"])
+    for n in range(1, args.peer_rounds + 1):
+        progress.step(f"peers round {n}/{args.peer_rounds}: aserve")
+        results: dict[str, LoadResult] = {}
+        with aserve(work, [tiny], batching=True) as server:
+            for protocol in ("REST", "gRPC"):
+                results[f"aserve {protocol}"] = load(tiny, server, protocol, PEER_CONCURRENCY, args)
+        if not args.no_peers:
+            results.update(run_peers(args, progress, comparison.notes, n))
+        comparison.rounds.append(results)
+    return comparison
+
+
 def run_peers(
-    args: argparse.Namespace, progress: Progress
-) -> tuple[dict[str, LoadResult], list[str]]:
+    args: argparse.Namespace, progress: Progress, notes: list[str], n: int
+) -> dict[str, LoadResult]:
     results: dict[str, LoadResult] = {}
-    notes: list[str] = []
     try:
         from loadtests import peers
     except ImportError as e:  # pragma: no cover - peers.py ships with the repository
-        return results, [f"peers skipped: {e}"]
+        _note(notes, f"peers skipped: {e}")
+        return results
     for name, where in peers.available().items():
-        progress.step(f"peer {name}")
+        progress.step(f"peers round {n}/{args.peer_rounds}: {name}")
         if where.startswith("not installed"):
-            notes.append(f"{name}: skipped ({where}; see loadtests/PEERS.md)")
+            _note(notes, f"{name}: skipped ({where}; see loadtests/PEERS.md)")
             continue
         try:
             with peers.running(
@@ -302,8 +331,13 @@ def run_peers(
                         warmup_s=args.warmup,
                     )
         except Exception as e:  # a broken peer must not sink aserve's own figures
-            notes.append(f"{name}: failed ({type(e).__name__}: {e})")
-    return results, notes
+            _note(notes, f"{name}: failed in round {n} ({type(e).__name__}: {e})")
+    return results
+
+
+def _note(notes: list[str], note: str) -> None:
+    if note not in notes:
+        notes.append(note)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -348,22 +382,49 @@ def model_table(
     return "\n".join(lines)
 
 
-def peers_table(
-    aserve_rows: dict[str, LoadResult], peer_rows: dict[str, LoadResult], notes: list[str]
-) -> str:
+def peers_table(comparison: PeerRounds) -> str:
+    """Each server's median run across the rounds, then aserve's ratio to each peer."""
+    rounds = comparison.rounds
+    n = len(rounds)
     lines = [
         f"## half_plus_two at {PEER_CONCURRENCY} connections, batching on: aserve and its peers",
         "",
-        "| server | requests/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|",
+        f"Median of {n} interleaved round{'s' if n != 1 else ''}; p50 and p99 from that run.",
+        "",
+        "| server | requests/s | lowest - highest | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
     ]
-    for label, r in {**aserve_rows, **peer_rows}.items():
+    for label in dict.fromkeys(label for results in rounds for label in results):
+        runs = sorted((r[label] for r in rounds if label in r), key=lambda r: r.rps)
+        mid = runs[(len(runs) - 1) // 2]
         lines.append(
-            f"| {label} ({r.engine}) | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {r.errors} |"
+            f"| {label} ({mid.engine}) | {mid.rps:,.0f} | {runs[0].rps:,.0f} - {runs[-1].rps:,.0f} "
+            f"| {mid.p50_ms:.2f} | {mid.p99_ms:.2f} | {sum(r.errors for r in runs)} |"
         )
-    lines += [f"- {note}" for note in notes]
+    ratios = peer_ratios(rounds)
+    if ratios:
+        lines += ["", "aserve / peer, requests/s (median of the per-round ratios; each round):", ""]
+        for (protocol, peer), values in ratios.items():
+            each = ", ".join(f"{v:.1f}" for v in values)
+            lines.append(f"- {protocol}, {peer}: **{_median(values):.1f}x** ({each})")
+    lines += [f"- {note}" for note in comparison.notes]
     return "\n".join(lines)
+
+
+def peer_ratios(rounds: list[dict[str, LoadResult]]) -> dict[tuple[str, str], list[float]]:
+    """(protocol, peer) -> aserve's requests/s over the peer's, one value per round."""
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for results in rounds:
+        for label, r in results.items():
+            peer, _, protocol = label.rpartition(" ")
+            ours = results.get(f"aserve {protocol}")
+            if peer != "aserve" and ours is not None and r.rps > 0:
+                ratios.setdefault((protocol, peer), []).append(ours.rps / r.rps)
+    return ratios
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
 
 
 def swap_table(report: Any) -> str:
@@ -423,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
     models = [MODELS[name] for name in args.models]
     heavy = [m for m in models if m.name != "tiny"]
-    peer_steps = 0 if args.no_peers else 3  # loadtests.peers.PEERS
+    peer_steps = args.peer_rounds * (1 + (0 if args.no_peers else 3))  # aserve + PEERS
     steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + peer_steps + 1
     progress = Progress(steps)
     try:
@@ -459,15 +520,10 @@ def main(argv: list[str] | None = None) -> int:
                             label = f"batching, {MULTI_EXAMPLE} examples/request"
                             progress.step(f"{model.name} {protocol} c=64 {label}")
                             measured(server, model, (protocol, label, 64), examples=MULTI_EXAMPLE)
-        aserve_vs_peers = {}
-        if "tiny" in served:
-            with aserve(work, [MODELS["tiny"]], batching=True) as server:
-                for protocol in ("REST", "gRPC"):
-                    aserve_vs_peers[f"aserve {protocol}"] = load(
-                        MODELS["tiny"], server, protocol, PEER_CONCURRENCY, args
-                    )
-        peer_rows, notes = (
-            run_peers(args, progress) if not args.no_peers else ({}, ["peers skipped (--no-peers)"])
+        comparison = (
+            compare_with_peers(work, args, progress)
+            if "tiny" in served
+            else PeerRounds([], ["peers compared on tiny only"])
         )
         progress.step("latency during version swaps")
         swap = run_swap(work, args)
@@ -476,13 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n\n".join(
         [
             *(model_table(m, ceilings[m.name], served[m.name], mean_batch[m.name]) for m in models),
-            peers_table(aserve_vs_peers, peer_rows, notes),
+            peers_table(comparison),
             swap_table(swap),
         ]
     )
     print(report)
     (out / "bench.md").write_text(report + "\n")
-    (out / "bench.json").write_text(json.dumps(raw(ceilings, served, peer_rows, swap), indent=1))
+    (out / "bench.json").write_text(json.dumps(raw(ceilings, served, comparison, swap), indent=1))
     if args.plot:
         plot(out / "latency_vs_throughput.png", served)
         print(f"\nplot: {out / 'latency_vs_throughput.png'}")
@@ -539,7 +595,7 @@ def run_swap(work: Path, args: argparse.Namespace) -> Any:
 def raw(
     ceilings: dict[str, list[CeilingRow]],
     served: dict[str, dict[tuple[str, str, int], LoadResult]],
-    peers: dict[str, LoadResult],
+    peers: PeerRounds,
     swap: Any,
 ) -> dict[str, Any]:
     def summary(r: LoadResult) -> dict[str, Any]:
@@ -561,7 +617,7 @@ def raw(
             name: {f"{p} c={c} {m}": summary(r) for (p, m, c), r in rows.items()}
             for name, rows in served.items()
         },
-        "peers": {label: summary(r) for label, r in peers.items()},
+        "peers": [{label: summary(r) for label, r in results.items()} for results in peers.rounds],
         "swap": {
             "swaps": swap.swaps,
             "steady": summary(swap.steady),
@@ -588,12 +644,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="auto: wrk/h2load when installed; python: the Python generator",
     )
     parser.add_argument("--no-peers", action="store_true", help="skip Triton and MLServer")
+    parser.add_argument(
+        "--peer-rounds",
+        type=int,
+        default=None,
+        help="interleaved rounds of aserve and its peers (default 3; 1 with --quick)",
+    )
     parser.add_argument("--plot", action="store_true", help="write a latency-vs-throughput PNG")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check)")
     parser.add_argument("--out", default="bench-results")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.ceiling_seconds, args.swaps = 2.0, 0.5, 0.5, 5
+    if args.peer_rounds is None:
+        args.peer_rounds = 1 if args.quick else 3
     return args
 
 
