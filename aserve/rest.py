@@ -204,6 +204,7 @@ class RestApi:
             if not signature.inputs:
                 raise invalid_argument(f"Failed to get input map for signature: {name}")
             inputs, row_format = tensors.predict_inputs_from_json(doc, signature.inputs)
+            del doc  # else its lists live through the wait and every GC pass rescans them
             outputs = await self._service.predict(
                 servable, signature, inputs, timeout_ms=self._options.timeout_ms
             )
@@ -213,6 +214,7 @@ class RestApi:
         doc = tensors.parse_json(body)
         name = tensors.signature_name_from_json(doc)
         input = tensors.input_from_json(doc)
+        del doc  # nothing below needs it, and it must not live through the wait
         timeout = self._options.timeout_ms
         with self._service.acquire(spec) as servable:
             method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD

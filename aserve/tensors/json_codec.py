@@ -202,7 +202,7 @@ def _fast(value: Any, dtype: int) -> Flat | None:
             return None
         shape.append(sizes.pop())
         items = items[0] if len(items) == 1 else list(chain.from_iterable(items))
-        types = {type(v) for v in items}
+        types = set(map(type, items))
     flat = _fast_values(items, types, dtype)
     return None if flat is None else (shape, flat)
 
