@@ -283,8 +283,9 @@ class PeerRounds:
 def compare_with_peers(work: Path, args: argparse.Namespace, progress: Progress) -> PeerRounds:
     tiny = MODELS["tiny"]
     comparison = PeerRounds([], [] if not args.no_peers else ["peers skipped (--no-peers)"])
-    for n in range(1, args.peer_rounds + 1):
-        progress.step(f"peers round {n}/{args.peer_rounds}: aserve")
+    rounds = _peer_rounds(args)
+    for n in range(1, rounds + 1):
+        progress.step(f"peers round {n}/{rounds}: aserve")
         results: dict[str, LoadResult] = {}
         with aserve(work, [tiny], batching=True) as server:
             for protocol in ("REST", "gRPC"):
@@ -293,6 +294,11 @@ def compare_with_peers(work: Path, args: argparse.Namespace, progress: Progress)
             results.update(run_peers(args, progress, comparison.notes, n))
         comparison.rounds.append(results)
     return comparison
+
+
+def _peer_rounds(args: argparse.Namespace) -> int:
+    """Without peers there is nothing to interleave: aserve is measured once."""
+    return 1 if args.no_peers else int(args.peer_rounds)
 
 
 def run_peers(
@@ -406,7 +412,7 @@ def peers_table(comparison: PeerRounds) -> str:
         lines += ["", "aserve / peer, requests/s (median of the per-round ratios; each round):", ""]
         for (protocol, peer), values in ratios.items():
             each = ", ".join(f"{v:.1f}" for v in values)
-            lines.append(f"- {protocol}, {peer}: **{_median(values):.1f}x** ({each})")
+            lines.append(f"- {protocol}, {peer}: **{float(np.median(values)):.1f}x** ({each})")
     lines += [f"- {note}" for note in comparison.notes]
     return "\n".join(lines)
 
@@ -421,10 +427,6 @@ def peer_ratios(rounds: list[dict[str, LoadResult]]) -> dict[tuple[str, str], li
             if peer != "aserve" and ours is not None and r.rps > 0:
                 ratios.setdefault((protocol, peer), []).append(ours.rps / r.rps)
     return ratios
-
-
-def _median(values: list[float]) -> float:
-    return float(np.median(values))
 
 
 def swap_table(report: Any) -> str:
@@ -484,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
     models = [MODELS[name] for name in args.models]
     heavy = [m for m in models if m.name != "tiny"]
-    peer_steps = args.peer_rounds * (1 + (0 if args.no_peers else 3))  # aserve + PEERS
+    peer_steps = _peer_rounds(args) * (1 + (0 if args.no_peers else 3))  # aserve + PEERS
     steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + peer_steps + 1
     progress = Progress(steps)
     try:
