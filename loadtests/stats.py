@@ -6,6 +6,10 @@ benchmark can mix them in one table::
 
     rows = [("rest c=1", await run_rest(...)), ("rest c=32 wrk", run_wrk(...))]
     print(table(rows))
+
+On a virtual machine the hypervisor may run other guests on "our" cores; that time
+is *stolen* and, during a run, it looks like a slower server. :class:`CpuTimes` reads
+the machine's CPU clock so a run can say how much of it was stolen (``steal``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class LoadResult:
     latencies_ms: tuple[float, ...] = ()
     error_samples: tuple[str, ...] = ()
     reported: Percentiles = Percentiles()
+    steal: float = NAN  # share of the machine's CPU time stolen during the run, see CpuTimes
 
     @property
     def ok(self) -> int:
@@ -82,6 +87,43 @@ class LoadResult:
         if not self.latencies_ms:
             return fallback
         return percentile(sorted(self.latencies_ms), q)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """The machine's CPU clock in jiffies, from the first line of Linux's ``/proc/stat``.
+
+    ``total`` counts every state (user, system, idle, ... steal); ``steal`` the time the
+    hypervisor gave our virtual CPUs to someone else. Guest time is already part of user
+    time there, so it is not added again.
+    """
+
+    total: int
+    steal: int
+
+    @classmethod
+    def parse(cls, text: str) -> CpuTimes:
+        fields = text.split("\n", 1)[0].split()
+        if not fields or fields[0] != "cpu":
+            raise ValueError(f"not a /proc/stat cpu line: {text[:80]!r}")
+        values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        values += [0] * (8 - len(values))
+        return cls(total=sum(values), steal=values[7])
+
+    @classmethod
+    def now(cls) -> CpuTimes | None:
+        """The clock now, or None where there is no ``/proc/stat`` (not Linux)."""
+        try:
+            with open("/proc/stat") as f:
+                return cls.parse(f.readline())
+        except (OSError, ValueError):
+            return None
+
+    def steal_since(self, earlier: CpuTimes | None) -> float:
+        """Share (0..1) of the CPU time since ``earlier`` that was stolen; NaN if unknown."""
+        if earlier is None or self.total <= earlier.total:
+            return NAN
+        return (self.steal - earlier.steal) / (self.total - earlier.total)
 
 
 def percentile(ordered: list[float] | tuple[float, ...], q: float) -> float:
