@@ -185,20 +185,17 @@ def least_stolen(
             break
         then = "running it again" if attempt < retries else "keeping the least stolen attempt"
         print(f"\n{what}: {steal:.0%} of the CPU was stolen; {then}", file=sys.stderr)
-    best = min(range(len(attempts)), key=lambda i: _stolen(attempts[i]))
+    best = min(range(len(attempts)), key=lambda i: _stolen_or_none(attempts[i]) or 0.0)
     return best, attempts[best]
 
 
-def _stolen(result: LoadResult | CeilingRow) -> float:
-    return 0.0 if result.steal != result.steal else result.steal  # NaN: unknown, counts as 0
-
-
 def _stolen_or_none(result: LoadResult | CeilingRow) -> float | None:
-    return None if result.steal != result.steal else result.steal
+    return None if result.steal != result.steal else result.steal  # NaN: not measured
 
 
 def _steal_cell(result: LoadResult | CeilingRow) -> str:
-    return "" if result.steal != result.steal else f"{result.steal:.0%}"
+    steal = _stolen_or_none(result)
+    return "" if steal is None else f"{steal:.0%}"
 
 
 def _steal_policy(args: argparse.Namespace, what: str) -> dict[str, Any]:
