@@ -56,7 +56,7 @@ import numpy as np
 
 from loadtests import engines, loadgen, payloads
 from loadtests.models import MODELS, BenchModel, build
-from loadtests.stats import CpuTimes, LoadResult
+from loadtests.stats import CpuTimes, LoadResult, stolen_during
 
 CEILING_BATCHES = (1, 8, 32, 128)
 CONCURRENCIES = (1, 8, 64)
@@ -176,10 +176,7 @@ def least_stolen(
     """
     attempts: list[Measured] = []
     for attempt in range(1 + retries):
-        before = clock()
-        result = run()
-        after = clock()
-        steal = after.steal_since(before) if after is not None else float("nan")
+        result, steal = stolen_during(run, clock)
         attempts.append(replace(result, steal=steal))
         if not steal > max_steal:
             break

@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loadtests import payloads
 from loadtests.http1 import Connection, build_post
-from loadtests.stats import LoadResult, error_samples, table
+from loadtests.stats import LoadResult, error_samples, stolen_during, table
 from loadtests.targets import Endpoint, grpc_endpoint, predict_url, rest_endpoint
 
 if TYPE_CHECKING:
@@ -298,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for kind, value in loads:
         label = f"{args.protocol} {kind}={value:g}"
-        result = _run_one(args, {"concurrency": value} if kind == "c" else {"rate": value})
+        load = {"concurrency": value} if kind == "c" else {"rate": value}
+        result, steal = stolen_during(functools.partial(_run_one, args, load))
+        result = replace(result, steal=steal)
         rows.append((label, result))
         print(f"{label}: {result.ok} ok, {result.errors} errors", file=sys.stderr)
         for sample in result.error_samples:

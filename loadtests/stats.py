@@ -15,9 +15,12 @@ the machine's CPU clock so a run can say how much of it was stolen (``steal``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 NAN = math.nan
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,16 @@ class CpuTimes:
         return (self.steal - earlier.steal) / (self.total - earlier.total)
 
 
+def stolen_during(
+    run: Callable[[], T], clock: Callable[[], CpuTimes | None] = CpuTimes.now
+) -> tuple[T, float]:
+    """``run()``'s result and the share of the machine's CPU stolen meanwhile (NaN: unknown)."""
+    before = clock()
+    result = run()
+    after = clock()
+    return result, after.steal_since(before) if after is not None else NAN
+
+
 def percentile(ordered: list[float] | tuple[float, ...], q: float) -> float:
     """The q-th percentile (0..100) of sorted values, nearest-rank; NaN for no values."""
     if not ordered:
@@ -144,9 +157,9 @@ _HEADER = ("label", "engine", "req/s", "examples/s", "p50 ms", "p90 ms", "p99 ms
 
 
 def table(rows: list[tuple[str, LoadResult]]) -> str:
-    """An aligned text table, one line per (label, result); the last column is
-    errors/requests."""
-    cells = [[*_HEADER, "errors"]]
+    """An aligned text table, one line per (label, result); then errors/requests and the
+    share of the CPU stolen during the run ("-" when not measured)."""
+    cells = [[*_HEADER, "errors", "CPU stolen"]]
     cells += [_cells(label, result) for label, result in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = [
@@ -169,6 +182,7 @@ def _cells(label: str, result: LoadResult) -> list[str]:
         _number(result.examples_per_s, 0),
         *(_number(value, 2) for value in latencies),
         f"{result.errors}/{result.requests}",
+        "-" if math.isnan(result.steal) else f"{result.steal:.0%}",
     ]
 
 

@@ -75,3 +75,17 @@ def test_grpc(server: RunningServer, closed: bool) -> None:
 def test_refuses_non_loopback_hosts() -> None:
     with pytest.raises(ValueError, match="non-loopback"):
         asyncio.run(loadgen.run_rest("http://10.0.0.1:8501/", b"{}", concurrency=1))
+
+
+def test_the_command_line_prints_a_row_per_load_with_the_cpu_stolen(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["rest", f"--url={server.url}", "--model=m", "--concurrency", "1", "2"]
+    assert loadgen.main([*argv, "--duration=0.5", "--warmup=0.1"]) == 0
+    header, rule, *rows = capsys.readouterr().out.strip().splitlines()
+    assert header.split()[-3:] == ["errors", "CPU", "stolen"] and set(rule) <= {"-", " "}
+    assert [row.split()[:2] for row in rows] == [["rest", "c=1"], ["rest", "c=2"]]
+    for row in rows:
+        errors, stolen = row.split()[-2:]
+        assert errors.startswith("0/") and errors != "0/0"
+        assert stolen == "-" or 0 <= int(stolen.rstrip("%")) <= 100
