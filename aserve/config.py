@@ -6,7 +6,8 @@ Files are parsed with ``google.protobuf.text_format`` into the official
 validate -> :func:`diff` -> apply (in :mod:`aserve.core`).
 
 Deliberate leniencies over TF Serving (see the README): a relative
-``base_path`` is resolved against the working directory, an empty
+``base_path`` is resolved against the working directory (by its store,
+:mod:`aserve.storage`), an empty
 ``model_platform`` means ``tensorflow``, and ``logging_config`` is ignored with
 a warning instead of failing the load.
 """
@@ -14,7 +15,6 @@ a warning instead of failing the load.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from google.protobuf import message, text_format
 
 from aserve.errors import Code, ServingError, invalid_argument
+from aserve.storage import storage_for
 from aserve.versions import AllVersions, Latest, Specific, VersionPolicy
 
 log = logging.getLogger("aserve.config")
@@ -103,7 +104,7 @@ def from_proto(proto: Any) -> ServingConfig | None:
 
 def single_model(name: str, base_path: str) -> ServingConfig:
     """``--model_name`` / ``--model_base_path``: one model, latest version."""
-    return ServingConfig.of(ModelConfig(name=name, base_path=os.path.abspath(base_path)))
+    return ServingConfig.of(ModelConfig(name=name, base_path=_base_path(name, base_path)))
 
 
 def diff(old: ServingConfig, new: ServingConfig) -> ConfigDiff:
@@ -119,21 +120,24 @@ def diff(old: ServingConfig, new: ServingConfig) -> ConfigDiff:
 def _model_config(model: Any) -> ModelConfig:
     if not model.name:
         raise invalid_argument("ModelConfig has no name specified.")
-    if "://" in model.base_path:
-        raise invalid_argument(
-            f"Model {model.name} has base_path {model.base_path}: aserve serves local folders only"
-        )
     if not model.base_path:
         raise invalid_argument(f"Model {model.name} has no base_path")
     if model.HasField("logging_config"):
         log.warning("model %s: logging_config is not supported and is ignored", model.name)
     return ModelConfig(
         name=model.name,
-        base_path=os.path.abspath(model.base_path),
+        base_path=_base_path(model.name, model.base_path),
         policy=_policy(model),
         labels=MappingProxyType(dict(model.version_labels)),
         platform=_platform(model),
     )
+
+
+def _base_path(name: str, base_path: str) -> str:
+    try:
+        return storage_for(base_path).resolve(base_path)
+    except ServingError as e:
+        raise invalid_argument(f"Model {name}: {e.message}") from None
 
 
 def _platform(model: Any) -> str:

@@ -5,7 +5,8 @@ version set, so a version folder that disappears is unloaded); it only
 remembers what it already logged, so a problem is logged once when it appears
 and once when it goes away rather than every second.
 
-Directory listing runs in the I/O pool, never on the event loop.
+Listing (through the model's store, :mod:`aserve.storage`) runs in the I/O pool,
+never on the event loop.
 """
 
 from __future__ import annotations
@@ -17,12 +18,8 @@ from collections.abc import Iterable, Mapping
 from aserve.config import ModelConfig
 from aserve.manager import Manager
 from aserve.pool import WorkerPool
-from aserve.versions import (
-    Listing,
-    aspired_versions,
-    list_version_dirs,
-    missing_specific_versions,
-)
+from aserve.storage import storage_for
+from aserve.versions import Listing, aspired_versions, missing_specific_versions
 
 log = logging.getLogger("aserve.source")
 
@@ -44,6 +41,10 @@ class Source:
             self._problem.pop(name, None)
         self._models = dict(models)
 
+    def problem(self, name: str) -> str:
+        """Why the last poll of ``name`` found nothing to serve ("" when it did)."""
+        return self._problem.get(name, "")
+
     async def poll(self, names: Iterable[str] | None = None) -> None:
         """List the base paths of ``names`` (default: every model) now."""
         models = [self._models[n] for n in (self._models if names is None else names)]
@@ -59,7 +60,8 @@ class Source:
 
     async def _poll_model(self, model: ModelConfig) -> None:
         try:
-            listing = await self._pool.io(list_version_dirs, model.base_path)
+            store = storage_for(model.base_path)
+            listing = await self._pool.io(store.list_versions, model.base_path)
         except OSError as e:
             self._report_problem(
                 model.name,

@@ -1,7 +1,7 @@
 """Version folders and version policies: which versions of a model should be served.
 
-Pure functions over directory listings; :func:`list_version_dirs` is the one
-piece of I/O and runs in a worker thread, never on the event loop.
+Pure functions over directory listings; listing a folder is the store's job
+(:mod:`aserve.storage`).
 """
 
 from __future__ import annotations
@@ -59,16 +59,6 @@ def parse_listing(base_path: str, dirs: Iterable[str], files: Iterable[str] = ()
         elif version not in versions:  # "1" and "001": the first spelling wins, as in TF
             versions[version] = os.path.join(base_path, entry)
     return Listing(versions=versions, ignored=tuple(sorted(ignored)))
-
-
-def list_version_dirs(base_path: str) -> Listing:
-    """List ``base_path`` (blocking I/O). Raises ``OSError`` when it cannot be read."""
-    dirs: list[str] = []
-    files: list[str] = []
-    with os.scandir(base_path) as entries:
-        for entry in entries:
-            (dirs if entry.is_dir() else files).append(entry.name)
-    return parse_listing(base_path, dirs, files)
 
 
 def aspired_versions(policy: VersionPolicy, found: Mapping[int, str]) -> dict[int, str]:

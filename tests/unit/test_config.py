@@ -62,7 +62,7 @@ def test_empty_file_means_no_action() -> None:
         ),
         (
             'model_config_list { config { name: "a" base_path: "gs://bucket/a" } }',
-            "Model a has base_path gs://bucket/a: aserve serves local folders only",
+            "Model a: base_path gs://bucket/a: aserve serves models from local folders only",
         ),
         ("custom_model_config { }", "ModelServer does not yet support custom model config."),
     ],

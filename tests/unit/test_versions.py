@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from aserve.versions import (
@@ -7,7 +5,6 @@ from aserve.versions import (
     Latest,
     Specific,
     aspired_versions,
-    list_version_dirs,
     missing_specific_versions,
     parse_listing,
     version_of,
@@ -60,14 +57,3 @@ def test_aspired_versions(policy: Latest | AllVersions | Specific, expected: lis
 def test_missing_specific_versions() -> None:
     assert missing_specific_versions(Specific(frozenset({3, 9, 8})), FOUND) == [8, 9]
     assert missing_specific_versions(Latest(), FOUND) == []
-
-
-def test_list_version_dirs_reads_only_directories(tmp_path: Path) -> None:
-    (tmp_path / "1").mkdir()
-    (tmp_path / "2").write_text("a file named like a version")
-    (tmp_path / "assets").mkdir()
-    listing = list_version_dirs(str(tmp_path))
-    assert listing.versions == {1: str(tmp_path / "1")}
-    assert listing.ignored == ("2", "assets")
-    with pytest.raises(OSError):
-        list_version_dirs(str(tmp_path / "missing"))
