@@ -47,11 +47,13 @@ class Servable:
         self.refs -= 1
         if self.refs == 0 and self._drained is not None:
             self._drained.set()
+            self._drained = None
 
     async def drained(self) -> None:
-        """Wait until no request holds this servable."""
+        """Wait until no request holds this servable (every waiter wakes)."""
         if self.refs:
-            self._drained = asyncio.Event()
+            if self._drained is None:
+                self._drained = asyncio.Event()
             await self._drained.wait()
 
     def __repr__(self) -> str:
@@ -59,19 +61,27 @@ class Servable:
 
 
 class Handle:
-    """Holds a servable for the duration of a ``with`` block."""
+    """Holds a servable for the duration of one ``with`` block, and only then.
 
-    __slots__ = ("servable",)
+    The reference is taken on entering the block and dropped on leaving it, so a handle
+    kept outside ``with`` pins nothing, and a handle cannot be entered twice.
+    """
+
+    __slots__ = ("_servable", "_used")
 
     def __init__(self, servable: Servable) -> None:
-        servable.refs += 1
-        self.servable = servable
+        self._servable = servable
+        self._used = False
 
     def __enter__(self) -> Servable:
-        return self.servable
+        if self._used:
+            raise RuntimeError("a Handle holds its servable for one with-block only")
+        self._used = True
+        self._servable.refs += 1
+        return self._servable
 
     def __exit__(self, *exc_info: object) -> None:
-        self.servable.release()
+        self._servable.release()
 
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})

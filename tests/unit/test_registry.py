@@ -74,3 +74,32 @@ def test_handles_count_and_drain() -> None:
         return events
 
     assert asyncio.run(scenario()) == ["draining=True", "drained refs=0"]
+
+
+def test_every_drain_waiter_wakes() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        registry = Registry()
+        v1 = servable("m", 1)
+        registry.add(v1)
+        with registry.acquire(ServableRequest.latest("m")):
+            first = asyncio.create_task(v1.drained())
+            second = asyncio.create_task(v1.drained())
+            await asyncio.sleep(0)
+        done, _ = await asyncio.wait({first, second}, timeout=1)
+        return first in done, second in done
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_handle_pins_only_inside_its_with_block() -> None:
+    registry = Registry()
+    v1 = servable("m", 1)
+    registry.add(v1)
+    handle = registry.acquire(ServableRequest.latest("m"))
+    assert v1.refs == 0  # acquired but never entered: nothing is pinned
+    with handle as held:
+        assert held is v1 and v1.refs == 1
+    assert v1.refs == 0
+    with pytest.raises(RuntimeError), handle:
+        pass
+    assert v1.refs == 0
