@@ -11,7 +11,7 @@ Internal states and their public names (``ModelVersionStatus.State``):
 
 Every move goes through :meth:`Harness.transition`, which refuses moves not in
 ``ALLOWED`` and reports the change to one listener (the manager logs it,
-updates the monitor and so on).
+updates the monitor and so on). Pure: no asyncio, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,10 +23,19 @@ from typing import TYPE_CHECKING
 
 from aserve.errors import ServingError
 from aserve.ids import ServableId
-from aserve.monitor import ModelState
 
 if TYPE_CHECKING:
     from aserve.registry import Servable
+
+
+class ModelState(enum.IntEnum):
+    """``tensorflow.serving.ModelVersionStatus.State`` (values as in the proto)."""
+
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
 
 
 class State(enum.Enum):

@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aserve.errors import ServingError
+from aserve.harness import ModelState
 from aserve.ids import ServableId
-
-
-class ModelState(enum.IntEnum):
-    """``tensorflow.serving.ModelVersionStatus.State`` (values as in the proto)."""
-
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +36,10 @@ class Monitor:
         status = VersionStatus(id, state, error, time.time())
         self._states.setdefault(id.name, {})[id.version] = status
         self._log.append(status)
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every waiter (a state changed, or what readiness depends on did)."""
         self._changed.set()
         self._changed = asyncio.Event()
 

@@ -1,8 +1,7 @@
 import pytest
 
-from aserve.harness import ALLOWED, Harness, IllegalTransition, State
+from aserve.harness import ALLOWED, Harness, IllegalTransition, ModelState, State
 from aserve.ids import ServableId
-from aserve.monitor import ModelState
 
 
 def make() -> tuple[Harness, list[tuple[State, State]]]:
