@@ -139,6 +139,7 @@ def type_error(val: Any, dtype: int) -> ServingError:
 # ------------------------------------------------------------------------- parsing
 
 _WHITESPACE: Final = " \t\n\r"
+MAX_DEPTH: Final = 1024  # orjson's nesting limit; deeper documents are refused
 _DECODER: Final = json.JSONDecoder()
 _NONFINITE: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?(?:Infinity|Inf|NaN)')
 _STRUCTURE: Final = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
@@ -163,7 +164,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as e:
+        if e.msg == "depth limit exceeded":
+            raise _too_deep(e.pos) from None
         doc = _parse_lenient(bytes(body).decode("utf-8", "surrogateescape"))
     if type(doc) is not dict:
         raise format_error(doc, "Is not object")
@@ -177,6 +180,8 @@ def _parse_lenient(original: str) -> Any:
         if start == len(text):
             raise json.JSONDecodeError("The document is empty.", text, start)
         return _DECODER.raw_decode(text, start)[0]
+    except RecursionError:  # Python's parser nests less deeply than orjson
+        raise _too_deep(_deepest(original)) from None
     except json.JSONDecodeError as err:
         message, pos = _rapidjson_error(err, text)
         ends = [end for end, _ in shifts]
@@ -184,6 +189,26 @@ def _parse_lenient(original: str) -> Any:
         pos -= shifts[index - 1][1] if index else 0
         offset = len(original[:pos].encode("utf-8", "surrogateescape"))
         raise invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
+
+
+def _too_deep(offset: int) -> ServingError:
+    return invalid_argument(
+        f"JSON Parse error: Arrays and objects nested too deeply (the limit is about "
+        f"{MAX_DEPTH} levels). at offset: {offset}"
+    )
+
+
+def _deepest(text: str) -> int:
+    """The byte offset where ``text`` first reaches its deepest nesting."""
+    depth, deepest, where = 0, 0, 0
+    for token in _STRUCTURE.finditer(text):
+        if token.group() in ("[", "{"):
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, token.start()
+        elif token.group() in ("]", "}"):
+            depth -= 1
+    return len(text[:where].encode("utf-8", "surrogateescape"))
 
 
 def _rewrite_nonfinite(text: str) -> tuple[str, list[tuple[int, int]]]:

@@ -171,6 +171,22 @@ def test_parse_json_errors(body: bytes, message: str) -> None:
     assert error_of(tensors.parse_json, body) == (INVALID, message)
 
 
+@pytest.mark.parametrize(
+    ("body", "offset"),
+    [
+        (b"[" * 100_000, 1025),  # orjson stops at its nesting limit
+        (b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 1038),
+        (b'{"instances": ' + b"[" * 1000 + b"NaN" + b"]" * 1000 + b"}", 1013),  # lenient path
+    ],
+)
+def test_deep_nesting_is_a_parse_error_not_a_crash(body: bytes, offset: int) -> None:
+    assert error_of(tensors.parse_json, body) == (
+        INVALID,
+        "JSON Parse error: Arrays and objects nested too deeply (the limit is about 1024 "
+        f"levels). at offset: {offset}",
+    )
+
+
 def test_debug_strings_are_cut_near_256_bytes() -> None:
     _, message = error_of(tensors.parse_json, json.dumps(list(range(1000))).encode())
     debug = message.removeprefix("JSON Value: ").removesuffix(" Is not object")
