@@ -309,7 +309,7 @@ class ServerOptions:
     model_base_path: str = _flag(
         "", _PATH, _MODELS, "directory of numeric version dirs (single-model mode)"
     )
-    num_load_threads: int = _flag(0, _COUNT, _MODELS, "model-load threads; 0 = load serially")
+    num_load_threads: int = _flag(0, _COUNT, _MODELS, "model-load threads; 0 = one per CPU")
     num_unload_threads: int = _flag(0, _COUNT, _MODELS, "model-unload threads; 0 = unload serially")
     max_num_load_retries: int = _flag(
         5, _COUNT, _MODELS, "load retries after a failed load; 0 = one attempt"
