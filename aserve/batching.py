@@ -1,8 +1,8 @@
 """Dynamic batching on the event loop (TF Serving's BatchingSession + SharedBatchScheduler).
 
-Every loaded version gets a runner; a service runs each request's plan through it:
+Every loaded version gets a runner; the service runs each request's plan through it:
 
-    results = await servable.runner.run(plan, timeout_ms)
+    results, batch_size = await servable.runner.run(plan, timeout_ms)
 
 :class:`DirectRunner` runs every plan on its own in the worker pool.
 :class:`BatchingRunner` queues plans whose feeds and fetches are exactly those of a
@@ -25,7 +25,9 @@ batch once in the worker pool and splits the outputs back to each request.
 * A failed batch fails each of its requests with the error; nothing hangs.
 
 Batch threads (``num_batch_threads``) are shared by every queue of the server, as
-TF's shared scheduler's threads are; batches run in the worker pool.
+TF's shared scheduler's threads are; batches run in the worker pool. Each batch is
+reported as a :class:`~aserve.records.BatchRecord` as it starts (size, queue waits,
+why it was cut); the scheduler tasks run under the server's supervisor.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import collections
 import contextlib
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,14 +48,22 @@ from aserve.batches import Feeds, Model, batch_size, compatibility, run_batch
 from aserve.config import parse_text_proto
 from aserve.errors import Code, ServingError, invalid_argument
 from aserve.inference import Plan
-from aserve.metrics import Metrics
 from aserve.pool import WorkerPool
+from aserve.records import BatchRecord
+
+Ran = tuple[list[np.ndarray], int | None]  # the outputs, and the size of the batch run in
+Spawn = Callable[..., asyncio.Task[Any]]  # Supervisor.spawn(coro, name=...)
+OnBatch = Callable[[BatchRecord], None]
 
 
 class Runner(Protocol):
-    async def run(self, plan: Plan, timeout_ms: int) -> list[np.ndarray]: ...
+    async def run(self, plan: Plan, timeout_ms: int) -> Ran: ...
 
     async def close(self) -> None: ...
+
+
+def _spawn(coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+    return asyncio.get_running_loop().create_task(coro, name=f"aserve-{name}")
 
 
 class DirectRunner:
@@ -63,10 +73,11 @@ class DirectRunner:
         self._model = model
         self._pool = pool
 
-    async def run(self, plan: Plan, timeout_ms: int) -> list[np.ndarray]:
-        return await self._pool.run(
+    async def run(self, plan: Plan, timeout_ms: int) -> Ran:
+        outputs = await self._pool.run(
             self._model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
         )
+        return outputs, None
 
     async def close(self) -> None:
         pass
@@ -135,16 +146,13 @@ class BatchingOptions:
 VERSION_PARAMETERS_FILE = "batching_params.pbtxt"
 
 
-def read_version_options(version_dir: str) -> BatchingOptions | None:
-    """``<version_dir>/batching_params.pbtxt`` (--enable_per_model_batching_parameters).
+def version_options(text: str | None) -> BatchingOptions | None:
+    """A version's ``batching_params.pbtxt`` (--enable_per_model_batching_parameters).
 
-    None when the version has no such file: TF Serving does not batch it then. A file that
-    does not parse fails the load. Blocking I/O: called in the load thread.
+    None when the version has no such file (``text`` is None): TF Serving does not batch
+    it then. A file that does not parse fails the load.
     """
-    try:
-        with open(os.path.join(version_dir, VERSION_PARAMETERS_FILE)) as f:
-            text = f.read()
-    except FileNotFoundError:
+    if text is None:
         return None
     params = parse_text_proto(text, batching_parameters_pb2.BatchingParameters)
     return BatchingOptions.from_proto(params)
@@ -162,7 +170,7 @@ class BatcherStatistics:
 
 
 class _Task:
-    __slots__ = ("feeds", "size", "key", "future", "enqueued", "deadline")
+    __slots__ = ("feeds", "size", "key", "future", "enqueued", "deadline", "batch_size")
 
     def __init__(self, feeds: Feeds, size: int, key: tuple[Any, ...], timeout_ms: int) -> None:
         loop = asyncio.get_running_loop()
@@ -172,6 +180,7 @@ class _Task:
         self.future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         self.enqueued = loop.time()
         self.deadline = self.enqueued + timeout_ms / 1000 if timeout_ms > 0 else None
+        self.batch_size = 0  # set when its batch starts
 
 
 class Batcher:
@@ -185,12 +194,13 @@ class Batcher:
         pool: WorkerPool,
         options: BatchingOptions,
         slots: asyncio.Semaphore,
-        metrics: Metrics | None = None,
+        on_batch: OnBatch | None = None,
         model_name: str = "",
+        spawn: Spawn = _spawn,
     ) -> None:
         self._model = model
         self._fetches = tuple(fetches)
-        self._metrics = metrics
+        self._on_batch = on_batch
         self._model_name = model_name
         self._pool = pool
         self._options = options
@@ -202,9 +212,10 @@ class Batcher:
         self._in_flight = 0  # batches running, including ones run without the scheduler
         self._last_batch_size = 0
         self._batches = 0
-        self._scheduler = asyncio.create_task(self._schedule(), name="aserve-batcher")
+        self._scheduler = spawn(self._schedule(), name=f"batcher-{model_name}")
 
-    async def run(self, feeds: Feeds, size: int, timeout_ms: int) -> list[np.ndarray]:
+    async def run(self, feeds: Feeds, size: int, timeout_ms: int) -> tuple[list[np.ndarray], int]:
+        """The request's outputs, and the size of the batch it ran in."""
         options = self._options
         if size > options.max_batch_size:
             raise invalid_argument(
@@ -225,23 +236,26 @@ class Batcher:
         if not self._queue and not self._in_flight and not options.batch_timeout_micros:
             # an idle queue: run now as a batch of one, without a scheduler hop
             await self._slots.acquire()
-            await self._run_batch([task])
-            return task.future.result()
+            await self._run_batch([task], "idle")
+            return task.future.result(), task.batch_size
         self._queue.append(task)
         self._queued += size
         if len(self._queue) == 1 or self._queued >= options.capacity:
             # only a new head or a full batch can change the scheduler's decision; waking it
             # for every arrival cost ~10 µs of loop time per request (32 gRPC clients, tiny)
             self._changed.set()
-        return await task.future  # cancelling this cancels the queued task
+        return await task.future, task.batch_size  # cancelling this cancels the queued task
 
-    async def _run_split(self, feeds: Feeds, size: int, timeout_ms: int) -> list[np.ndarray]:
+    async def _run_split(
+        self, feeds: Feeds, size: int, timeout_ms: int
+    ) -> tuple[list[np.ndarray], int]:
         step = self._options.capacity
         pieces = [{k: v[i : i + step] for k, v in feeds.items()} for i in range(0, size, step)]
         results = await asyncio.gather(
             *(self.run(p, min(step, size - i * step), timeout_ms) for i, p in enumerate(pieces))
         )
-        return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+        outputs = [np.concatenate(parts) for parts in zip(*(r[0] for r in results), strict=True)]
+        return outputs, max(r[1] for r in results)
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(
@@ -266,13 +280,27 @@ class Batcher:
                     await asyncio.wait_for(self._changed.wait(), wait if wait > 0 else None)
                 continue
             await self._slots.acquire()
-            batch = self._take(loop.time())
+            now = loop.time()
+            cut = "full" if self._queued >= self._options.capacity else "timeout"
+            if cut == "timeout" and not self._options.batch_timeout_micros:
+                cut = "idle"  # no timeout: a partial batch starts once the queue is idle
+            batch = self._take(now)
             if not batch:
                 self._slots.release()
                 continue
-            job = asyncio.create_task(self._run_batch(batch))
+            job = asyncio.create_task(self._run_batch(batch, cut))
             self._running.add(job)
             job.add_done_callback(self._running.discard)
+
+    def _record(self, batch: Sequence[_Task], size: int, cut: str) -> BatchRecord:
+        now = asyncio.get_running_loop().time()
+        return BatchRecord(
+            model=self._model_name,
+            size=size,
+            queued=tuple(now - task.enqueued for task in batch),
+            pool=self._options.thread_pool_name,
+            cut=cut,
+        )
 
     def _wait_before_next_batch(self, now: float) -> float | None:
         """None: form a batch now. Otherwise how long to wait (0: until something changes).
@@ -322,11 +350,13 @@ class Batcher:
         self._queue.extendleft(reversed(kept))
         return batch
 
-    async def _run_batch(self, batch: list[_Task]) -> None:
+    async def _run_batch(self, batch: list[_Task], cut: str) -> None:
         total = sum(task.size for task in batch)
         padded = next((s for s in self._options.allowed_batch_sizes if s >= total), total)
-        if self._metrics is not None:
-            _record(self._metrics, batch, padded, self._model_name, self._options.thread_pool_name)
+        for task in batch:
+            task.batch_size = padded
+        if self._on_batch is not None:
+            self._on_batch(self._record(batch, padded, cut))
         self._in_flight += 1
         try:
             results = await self._pool.run(
@@ -354,16 +384,6 @@ class Batcher:
             self._last_batch_size, self._batches = total, self._batches + 1
 
 
-def _record(
-    metrics: Metrics, batch: Sequence[_Task], size: int, model_name: str, pool_name: str
-) -> None:
-    """How long each request of a starting batch queued, and the size the batch runs at."""
-    now = asyncio.get_running_loop().time()
-    for task in batch:
-        metrics.queuing_latency.observe((now - task.enqueued) * 1e6, pool_name)
-    metrics.batch_size.observe(size, model_name)
-
-
 def _batch_timeout_ms(batch: Sequence[_Task]) -> int:
     """The longest time any request of the batch still allows (0: no limit)."""
     if any(task.deadline is None for task in batch):
@@ -382,8 +402,9 @@ class BatchingRunner:
         pool: WorkerPool,
         options: BatchingOptions,
         slots: asyncio.Semaphore,
-        metrics: Metrics | None = None,
+        on_batch: OnBatch | None = None,
         model_name: str = "",
+        spawn: Spawn = _spawn,
     ) -> None:
         self._new_batcher = functools.partial(
             Batcher,
@@ -391,8 +412,9 @@ class BatchingRunner:
             pool=pool,
             options=options,
             slots=slots,
-            metrics=metrics,
+            on_batch=on_batch,
             model_name=model_name,
+            spawn=spawn,
         )
         self._direct = DirectRunner(model, pool=pool)
         self._batchable = {
@@ -405,7 +427,7 @@ class BatchingRunner:
         }
         self._batchers: dict[tuple[frozenset[str], tuple[str, ...]], Batcher] = {}
 
-    async def run(self, plan: Plan, timeout_ms: int) -> list[np.ndarray]:
+    async def run(self, plan: Plan, timeout_ms: int) -> Ran:
         feeds = frozenset(plan.feeds)
         size = batch_size(plan.feeds)
         if size is None or (feeds, frozenset(plan.fetches)) not in self._batchable:

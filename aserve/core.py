@@ -7,7 +7,7 @@ configs. Front ends stay stateless: they resolve requests through
 
 Call sequence:
 
-    core = ServerCore(options=..., pool=pool, load_model=...)
+    core = ServerCore(options=..., pool=pool, load_model=..., supervisor=supervisor)
     await core.start(config)             # reconciler and poller running, first poll done
     await core.reload(new_config)        # validate -> diff -> apply; waits for added models
     await core.shutdown(grace_seconds)
@@ -29,15 +29,17 @@ from typing import Any
 
 import aiofiles
 
-from aserve.batching import DirectRunner, Runner
+from aserve.batching import BatchingOptions, DirectRunner, Runner
 from aserve.config import ConfigDiff, ModelConfig, ServingConfig, diff, parse_model_server_config
 from aserve.errors import Code, ServingError, failed_precondition
 from aserve.ids import ServableId
 from aserve.manager import Manager, RetryPolicy
 from aserve.monitor import Monitor
 from aserve.pool import WorkerPool
+from aserve.records import LoadRecord, Observers
 from aserve.registry import Registry, Servable
 from aserve.source import Source
+from aserve.supervisor import Supervisor
 
 log = logging.getLogger("aserve.core")
 
@@ -49,14 +51,30 @@ class CoreOptions:
     retry: RetryPolicy = RetryPolicy()
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedVersion:
+    """What loading one version folder gives: the model, ready, and how to batch it."""
+
+    model: Any  # aserve.loader.SavedModel, or any object with its run/close/signatures
+    batching: BatchingOptions | None = None  # None: every request runs on its own
+
+
+# load_model(version_path, report) runs in a load thread; ``report`` takes each attempt's
+# LoadRecord from that thread.
+LoadModel = Callable[[str, Callable[[LoadRecord], None]], LoadedVersion]
+MakeRunner = Callable[[ServableId, LoadedVersion], Runner]
+
+
 class ServerCore:
     def __init__(
         self,
         *,
         options: CoreOptions,
         pool: WorkerPool,
-        load_model: Callable[[str], Any],
-        make_runner: Callable[[ServableId, Any], Runner] | None = None,
+        load_model: LoadModel,
+        supervisor: Supervisor,
+        make_runner: MakeRunner | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.options = options
         self.pool = pool
@@ -74,23 +92,23 @@ class ServerCore:
         )
         self.config = ServingConfig.of()
         self._load_model = load_model
-        self._make_runner = make_runner or (lambda _id, model: DirectRunner(model, pool=pool))
-        self._tasks: list[asyncio.Task[None]] = []
+        self._make_runner = make_runner or (lambda _id, v: DirectRunner(v.model, pool=pool))
+        self._observers = observers or Observers()
+        self._supervisor = supervisor
+        self.draining = False
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self, config: ServingConfig) -> None:
-        self._tasks = [
-            asyncio.create_task(self.manager.run(), name="aserve-manager"),
-            asyncio.create_task(self.source.run(), name="aserve-source"),
-        ]
+        """Start reconciling and polling (supervised) and apply the start-up config."""
+        self._supervisor.spawn(self.manager.run(), name="reconciler")
+        self._supervisor.spawn(self.source.run(), name="version-poller")
         await self.apply(config, initial=True)
-        self._tasks.append(asyncio.create_task(self._report_startup(), name="aserve-startup"))
+        self._supervisor.spawn(self._report_startup(), name="startup-report")
 
-    async def shutdown(self, grace_seconds: float) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self.manager.shutdown(grace_seconds)
+    async def shutdown(self, deadline: float) -> None:
+        """Unload every version; requests still holding one get until ``deadline`` (loop time)."""
+        await self.manager.shutdown(deadline - asyncio.get_running_loop().time())
 
     # -- configs ----------------------------------------------------------------------------
 
@@ -114,13 +132,24 @@ class ServerCore:
         return change
 
     async def reload(self, new: ServingConfig | None) -> None:
-        """Apply ``new``, then wait until every added model has settled (gRPC reloads)."""
+        """Apply ``new``, then wait until every added model has settled (gRPC reloads).
+
+        An added model with no version to load (its base path is missing, or holds no
+        version folder the policy wants) fails the reload at once with the reason; it
+        stays configured and loads when versions appear.
+        """
         change = await self.apply(new)
         added = [m.name for m in change.added]
-        await self.wait_settled(added)
+        loading = [name for name in added if self.manager.aspires(name)]
+        await self.wait_settled(loading)
         failures = [
-            f"{{name: {name} version: {version}}} due to error: {error}"
+            f"{{name: {name}}} due to error: {self.source.problem(name) or 'no version to load'}"
             for name in added
+            if name not in loading
+        ]
+        failures += [
+            f"{{name: {name} version: {version}}} due to error: {error}"
+            for name in loading
             for version, error in self.manager.load_errors(name).items()
         ]
         if failures:
@@ -130,24 +159,41 @@ class ServerCore:
             )
 
     async def watch_config_file(self, path: str, period_seconds: float, applied_text: str) -> None:
-        """Re-read ``path`` every ``period_seconds``; a bad config is logged and skipped."""
+        """Re-read ``path`` every ``period_seconds``; a bad config is logged and skipped.
+
+        Every config error is survived: the running config keeps serving and the next good
+        file is applied. A problem is logged once when it appears and once when it clears.
+        """
+        problem = ""
         while True:
             await asyncio.sleep(period_seconds)
             try:
-                async with aiofiles.open(path) as f:
+                async with aiofiles.open(path, encoding="utf-8") as f:
                     text = await f.read()
-                if text == applied_text:
-                    continue
-                await self.apply(parse_model_server_config(text))
-                applied_text = text
-            except (OSError, ServingError) as e:
-                log.error("model config %s rejected, keeping the running config: %s", path, e)
+                if text != applied_text:
+                    await self.apply(parse_model_server_config(text))
+                    applied_text = text
+            except (OSError, ValueError, ServingError) as e:  # ValueError: not UTF-8
+                if str(e) != problem:
+                    log.error("model config %s rejected, keeping the running config: %s", path, e)
+                    problem = str(e)
+                continue
+            if problem:
+                log.info("model config %s: readable and valid again", path)
+                problem = ""
 
     # -- queries ----------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """Every configured model has at least one AVAILABLE version."""
-        return all(self.registry.available(name) for name in self.config.models)
+        """Not draining, and every configured model has at least one AVAILABLE version."""
+        return not self.draining and all(
+            self.registry.available(name) for name in self.config.models
+        )
+
+    def drain(self) -> None:
+        """Shutting down: no longer ready (requests are still served until the front ends stop)."""
+        self.draining = True
+        self.monitor.notify()
 
     async def wait_settled(self, names: Iterable[str]) -> None:
         names = list(names)
@@ -183,8 +229,13 @@ class ServerCore:
                     )
 
     async def _load(self, id: ServableId, path: str) -> Servable:
-        model = await self.pool.load(self._load_model, path)
-        return Servable(id, model, self._make_runner(id, model))
+        loop = asyncio.get_running_loop()
+
+        def report(record: LoadRecord) -> None:  # from the load thread
+            loop.call_soon_threadsafe(self._observers.load_finished, record)
+
+        loaded = await self.pool.load(self._load_model, path, report)
+        return Servable(id, loaded.model, self._make_runner(id, loaded))
 
     async def _unload(self, servable: Servable) -> None:
         await servable.runner.close()

@@ -2,9 +2,11 @@
 
 Every failure a client can see is a :class:`ServingError` carrying a canonical
 status code (the same vocabulary as absl/gRPC status) and TF Serving's message
-text. The REST front end turns it into ``{"error": message}`` with the HTTP
-status of :func:`http_status`; the gRPC front end aborts the call with
-:func:`grpc_code` and the message cut by :func:`grpc_message`.
+text. The HTTP front end turns it into ``{"error": message}`` with the HTTP
+status of :func:`http_status_of` (TF Serving's table); the gRPC front end aborts
+the call with the same code (:func:`aserve.grpc_server.grpc_code`) and the
+message cut at 1024 characters. Anything else a
+request raises becomes one in :meth:`aserve.service.Service.failed`.
 """
 
 from __future__ import annotations
@@ -36,12 +38,17 @@ class Code(enum.IntEnum):
 
 
 class ServingError(Exception):
-    """A request or load failure with a canonical code and a client-facing message."""
+    """A request or load failure with a canonical code and a client-facing message.
 
-    def __init__(self, code: Code, message: str) -> None:
+    ``http`` overrides the HTTP status of ``code`` for the few answers HTTP has its own
+    status for (413 for a body over the limit); gRPC always sends ``code``.
+    """
+
+    def __init__(self, code: Code, message: str, *, http: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http = http
 
     def __repr__(self) -> str:
         return f"ServingError({self.code.name}, {self.message!r})"
@@ -83,21 +90,11 @@ _HTTP_STATUS: Final[dict[Code, int]] = {
     Code.UNAUTHENTICATED: 401,
 }
 
-GRPC_MESSAGE_LIMIT: Final = 1024
-
 
 def http_status(code: Code) -> int:
     return _HTTP_STATUS.get(code, 500)
 
 
-def grpc_code(code: Code) -> grpc.StatusCode:  # type: ignore[name-defined]  # noqa: F821
-    import grpc  # local: the REST-only path and flag parsing never need grpc
-
-    return grpc.StatusCode[code.name]
-
-
-def grpc_message(message: str) -> str:
-    """TF Serving cuts gRPC error messages at 1024 characters (grpc_status_util.cc)."""
-    if len(message) <= GRPC_MESSAGE_LIMIT:
-        return message
-    return message[:GRPC_MESSAGE_LIMIT] + "...TRUNCATED"
+def http_status_of(error: ServingError) -> int:
+    """The HTTP status of ``error``: its own, else its code's."""
+    return error.http or http_status(error.code)

@@ -55,10 +55,13 @@ def signature_name(name: str) -> str:
 def predict_signature(signatures: Mapping[str, Signature], name: str) -> Signature:
     signature = signatures.get(signature_name(name))
     if signature is None:
-        raise ServingError(
-            Code.FAILED_PRECONDITION, f'Serving signature key "{signature_name(name)}" not found.'
-        )
+        raise missing_predict_signature(signature_name(name))
     return signature
+
+
+def missing_predict_signature(name: str) -> ServingError:
+    """TF Serving's Predict answer for a signature the model lacks."""
+    return ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
 
 
 def plan_predict(

@@ -84,6 +84,12 @@ class Manager:
             and all(h.state is State.READY or h.state.ended for h in aspired)
         )
 
+    def aspires(self, name: str) -> bool:
+        """Whether any version of ``name`` is wanted (so that waiting for it can end)."""
+        if name in self._pending:
+            return bool(self._pending[name])
+        return any(h.aspired for h in self._harnesses.get(name, {}).values())
+
     def load_errors(self, name: str) -> dict[int, ServingError]:
         harnesses = self._harnesses.get(name, {})
         return {v: h.error for v, h in harnesses.items() if h.aspired and h.error is not None}
@@ -212,7 +218,7 @@ class Manager:
             self._registry.remove(harness.servable)
             self._spawn(self._unloads, self._unload(harness))
         if self._unloads:
-            await asyncio.wait(self._unloads, timeout=grace_seconds)
+            await asyncio.wait(self._unloads, timeout=max(grace_seconds, 0.0))
 
     def _spawn(self, tasks: set[asyncio.Task[None]], coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

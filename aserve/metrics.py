@@ -1,10 +1,14 @@
 """The server's metrics, in TF Serving's names, exported in Prometheus' text format.
 
-One :class:`Metrics` per server, made by the composition root and handed to what
-records: the REST and gRPC front ends (request count and latency, one place each),
-the service (runtime latency, example counts), the batcher (queuing latency, batch
-sizes) and the model loader (load attempts and time). ``GET <path>`` on the REST port
-answers :meth:`Metrics.render` when ``--monitoring_config_file`` enables Prometheus.
+:class:`Metrics` is an observer (:mod:`aserve.records`): it turns every finished request,
+every batch started and every load attempt into TF Serving's samples, so nothing else in
+the server records a metric. ``GET <path>`` on the REST port answers :meth:`Metrics.render`
+when ``--monitoring_config_file`` enables Prometheus.
+
+What is counted, as TF Serving counts it: ``request_count`` for every REST request that
+names a model and for gRPC Predict, Classify, Regress and MultiInference; ``request_latency``
+for those that succeeded among predict/classify/regress (REST) and Predict/Classify/Regress/
+MultiInference (gRPC); ``runtime_latency`` and the example counts for every model run.
 
 Names follow TF (REFERENCE §6): the metric path with every character outside
 ``[a-zA-Z0-9_]`` turned into ``:`` (``/tensorflow/serving/request_count`` ->
@@ -13,23 +17,41 @@ Latencies are in microseconds, in TF's exponential buckets (10 µs x 1.8^i, 33 b
 aserve's own metrics live under ``/aserve/``.
 
 Recording costs ~1 µs a sample, so it is always on; only the export is optional, as in
-TF Serving. Counters take a lock (loads count from their threads); histograms are
-observed on the event loop only and take none.
+TF Serving. Everything is recorded on the event loop; counters still take a lock, so a
+thread may read or record safely.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Final
 
 from aserve.errors import Code
+from aserve.records import BatchRecord, LoadRecord, RequestRecord
 
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 COUNT_BUCKETS = tuple(float(2**i) for i in range(15))  # 1, 2, 4, ..., 16384
 
 Labels = tuple[str, ...]
+
+# gRPC methods TF Serving counts (REST counts every request that names a model)
+_COUNTED_GRPC: Final = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+# APIs whose successful requests are timed, and their runtime_latency API label
+_RUNTIME_API: Final = {
+    "predict": "Predict",
+    "classify": "Classify",
+    "regress": "Regress",
+    "Predict": "Predict",
+    "Classify": "Classify",
+    "Regress": "Regress",
+    "MultiInference": "MultiInference",
+}
+_ENTRYPOINT: Final = {"rest": "REST", "grpc": "GRPC"}
+LOOP_LAG_INTERVAL_S: Final = 0.1
 
 
 class Counter:
@@ -66,7 +88,7 @@ class Histogram:
         self._cells: dict[Labels, list[float]] = {}
 
     def observe(self, value: float, *values: str) -> None:
-        """On the event loop only."""
+        """On the event loop only (or under an outside lock)."""
         cell = self._cells.get(values)
         if cell is None:
             cell = self._cells[values] = [0.0] * (len(self.bounds) + 3)
@@ -113,19 +135,44 @@ class Metrics:
             "/tensorflow/cc/saved_model/load_attempt_count", ("model_path", "status")
         )
         self.load_latency = Counter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
+        self.event_loop_lag = Histogram("/aserve/event_loop_lag", (), LATENCY_BUCKETS_US)
 
-    def record_request(
-        self, model_name: str, api: str, entrypoint: str, code: Code, seconds: float
-    ) -> None:
-        """One REST or gRPC request: always counted; timed if it succeeded and ``api`` is given."""
-        self.request_count.inc(model_name, code.name)
-        if code is Code.OK and api:
-            self.request_latency.observe(seconds * 1e6, model_name, api, entrypoint)
+    # -- observer -------------------------------------------------------------------------
 
-    def record_load(self, model_path: str, ok: bool, seconds: float) -> None:
-        self.load_attempt_count.inc(model_path, "success" if ok else "fail")
-        if ok:
-            self.load_latency.inc(model_path, by=int(seconds * 1e6))
+    def request_finished(self, record: RequestRecord) -> None:
+        model, api = record.model, record.api
+        if not model or (record.protocol == "grpc" and api not in _COUNTED_GRPC):
+            return
+        self.request_count.inc(model, record.code.name)
+        runtime_api = _RUNTIME_API.get(api)
+        if runtime_api is None:
+            return
+        if record.code is Code.OK:
+            entrypoint = _ENTRYPOINT[record.protocol]
+            self.request_latency.observe(record.latency * 1e6, model, api, entrypoint)
+        if record.runtime is not None:
+            self.runtime_latency.observe(record.runtime * 1e6, model, runtime_api, "TF1")
+        if record.examples:
+            self.request_example_counts.observe(record.examples, model)
+            self.request_example_count_total.inc(model, by=record.examples)
+
+    def batch_started(self, record: BatchRecord) -> None:
+        for seconds in record.queued:
+            self.queuing_latency.observe(seconds * 1e6, record.pool)
+        self.batch_size.observe(record.size, record.model)
+
+    def load_finished(self, record: LoadRecord) -> None:
+        self.load_attempt_count.inc(record.path, "success" if record.ok else "fail")
+        if record.ok:
+            self.load_latency.inc(record.path, by=int(record.seconds * 1e6))
+
+    async def sample_event_loop_lag(self, interval: float = LOOP_LAG_INTERVAL_S) -> None:
+        """Forever: how late the loop wakes a task that sleeps ``interval`` (a supervised task)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            self.event_loop_lag.observe(max(loop.time() - due, 0.0) * 1e6)
 
     def render(self) -> str:
         """The Prometheus text page."""

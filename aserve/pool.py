@@ -2,8 +2,10 @@
 
 TensorFlow runs in the inference workers; SavedModel loads and unloads run in
 their own small pools, so a slow load never starves requests; blocking file
-system calls go to an I/O pool. Worker threads run plain functions
-(``path -> model``, ``arrays -> arrays``) and never touch the loop's state:
+system calls go to an I/O pool, and decoding or encoding a large request or
+answer to the codec threads, so neither ever stalls the event loop. Worker
+threads run plain functions (``path -> model``, ``arrays -> arrays``) and never
+touch the loop's state:
 every mutation happens on the loop after the ``await``.
 
 A call cancelled before a thread picked it up never runs. The hand-off is a
@@ -21,17 +23,10 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStatistics:
-    workers: int
-    in_flight: int  # inference calls submitted and not yet returned (running or queued)
 
 
 class _Threads:
@@ -94,15 +89,12 @@ class WorkerPool:
         self._load = _Threads(load_threads or cpus, "aserve-load")
         self._unload = _Threads(unload_threads or 1, "aserve-unload")
         self._io = _Threads(2, "aserve-io")
-        self._in_flight = 0
+        # codec work is Python holding the GIL: more threads than two only queue for it
+        self._codec = _Threads(min(cpus, 2), "aserve-codec")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in an inference worker (where TensorFlow runs)."""
-        self._in_flight += 1
-        try:
-            return await self._inference.submit(fn, args, kwargs)
-        finally:
-            self._in_flight -= 1
+        return await self._inference.submit(fn, args, kwargs)
 
     async def load(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._load.submit(fn, args, kwargs)
@@ -113,9 +105,10 @@ class WorkerPool:
     async def io(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._io.submit(fn, args, kwargs)
 
-    def statistics(self) -> PoolStatistics:
-        return PoolStatistics(workers=self.workers, in_flight=self._in_flight)
+    async def codec(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Decode or encode a large payload (JSON, protos, gzip) off the event loop."""
+        return await self._codec.submit(fn, args, kwargs)
 
     def shutdown(self) -> None:
-        for threads in (self._inference, self._load, self._unload, self._io):
+        for threads in (self._inference, self._load, self._unload, self._io, self._codec):
             threads.shutdown()

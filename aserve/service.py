@@ -1,34 +1,107 @@
-"""The protocol-neutral service: what every REST and gRPC method does.
+"""The protocol-neutral service: the one request pipeline every front end calls.
 
-Front ends decode their wire format, call one method here, and encode the
-answer; they share every rule, error and number. Tensor values cross this
-layer as numpy arrays; classification, regression, status and metadata
-results are TF Serving's own protos (the neutral form TF Serving itself uses).
+A front end decodes its wire format into a neutral request, calls one method here with the
+function that encodes its answer, and renders what comes back (or the error):
 
-A request pins its servable for its whole duration:
+    record = service.begin("grpc", request_id=..., peer=..., bytes_in=len(data))
+    try:
+        answer = await service.predict(record, Predict(spec, "", inputs), encode)
+    except BaseException as e:
+        error = service.failed(record, e)        # a ServingError; record.code is set
+        ...                                      # render it in the protocol's format
+    finally:
+        service.finish(record)                   # latency set; observers called
 
-    with service.acquire(ServableRequest.latest("m")) as servable:
-        signature = ...                       # look-ups on servable.model.signatures
-        outputs = await service.predict(servable, signature, inputs)
+For an inference request the service resolves the servable the request names (latest,
+version or label) and pins it, finds the signature, decodes the inputs against it, plans the
+job and runs it through the version's runner (directly or batched), releases the pin, and
+encodes the answer. Decoding and encoding run on the event loop when they are cheap and in a
+codec thread when their estimated cost is high (:mod:`aserve.tensors.costs`), so a big body
+never stalls the loop.
+Tensor values cross this layer as numpy arrays; classification, regression, status and
+metadata results are TF Serving's own protos (the neutral form TF Serving itself uses).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from aserve import inference
 from aserve.core import ServerCore
-from aserve.errors import not_found
+from aserve.errors import Code, ServingError, not_found
 from aserve.ids import ServableRequest
 from aserve.inference import Job
-from aserve.metrics import Metrics
-from aserve.registry import Handle, Servable
-from aserve.signatures import CLASSIFY_METHOD, Signature
+from aserve.pool import WorkerPool
+from aserve.records import Observers, RequestRecord, new_request_id
+from aserve.registry import Servable
+from aserve.signatures import Signature
+from aserve.tensors.costs import OFFLOAD_US
+
+log = logging.getLogger("aserve.service")
+
+T = TypeVar("T")
+
+
+class Inputs(Protocol):
+    """A request's input tensors, still in their wire format."""
+
+    @property
+    def cost_us(self) -> float:
+        """About what decoding costs, in µs of CPU (where it runs is decided on it)."""
+        ...
+
+    def missing_signature(self, name: str) -> ServingError:
+        """How this wire format reports that the model has no signature ``name``."""
+        ...
+
+    def decode(self, signature: Signature) -> Mapping[str, np.ndarray]:
+        """alias -> array, checked against ``signature`` as far as the format needs."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding(Generic[T]):
+    """How a front end encodes an answer: ``encode(version served, answer)``, and what that
+    costs per byte of the result arrays (to decide where it runs)."""
+
+    encode: Callable[[int, Any], T]
+    us_per_byte: float
+
+
+@dataclass(frozen=True, slots=True)
+class Predict:
+    model: ServableRequest
+    signature_name: str
+    inputs: Inputs
+    output_filter: Sequence[str] = ()
+    timeout_ms: int = 0  # 0: no limit
+
+
+@dataclass(frozen=True, slots=True)
+class Examples:
+    """A Classify (``method`` = CLASSIFY_METHOD) or Regress request over tf.Examples."""
+
+    model: ServableRequest
+    method: str
+    signature_name: str
+    input: Any  # tensorflow.serving.Input
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MultiInference:
+    model: ServableRequest  # the model of the first task
+    models: Sequence[str]  # the model named by every task
+    tasks: Sequence[tuple[str, str]]  # (signature name, method name)
+    input: Any
+    timeout_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,82 +114,139 @@ class Service:
         self,
         *,
         core: ServerCore,
-        metrics: Metrics | None = None,
+        pool: WorkerPool,
+        observers: Observers | None = None,
         options: ServiceOptions = ServiceOptions(),
     ) -> None:
         self.core = core
-        self.metrics = metrics or Metrics()
+        self._pool = pool
+        self._observers = observers or Observers()
         self._check_method = options.check_method_name
 
-    def acquire(self, request: ServableRequest) -> Handle:
-        return self.core.registry.acquire(request)
+    # -- the record of every request -----------------------------------------------------
+
+    def begin(
+        self, protocol: str, *, request_id: str = "", peer: str = "", bytes_in: int = 0
+    ) -> RequestRecord:
+        return RequestRecord(protocol, request_id or new_request_id(), peer, bytes_in)
+
+    def failed(self, record: RequestRecord, error: BaseException) -> ServingError:
+        """What the client is told about ``error``; also the record's status.
+
+        A ServingError is itself; a cancelled request (its client left) is CANCELLED;
+        anything else is a bug: logged with its traceback, answered INTERNAL.
+        """
+        if isinstance(error, ServingError):
+            serving = error
+        elif isinstance(error, asyncio.CancelledError):
+            serving = ServingError(Code.CANCELLED, "Request cancelled")
+        else:
+            log.error("internal error serving %s %s", record.protocol, record.api, exc_info=error)
+            serving = ServingError(
+                Code.INTERNAL, f"Internal error: {type(error).__name__}: {error}"
+            )
+        record.code = serving.code
+        return serving
+
+    def finish(self, record: RequestRecord) -> None:
+        record.latency = time.perf_counter() - record.started
+        self._observers.request_finished(record)
+
+    async def transcode(self, cost_us: float, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``: inline when it costs little, in a codec thread when it costs more
+        than :data:`~aserve.tensors.costs.OFFLOAD_US` (then the loop goes on serving)."""
+        if cost_us < OFFLOAD_US:
+            return fn(*args)
+        return await self._pool.codec(fn, *args)
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def predict(
-        self,
-        servable: Servable,
-        signature: Signature,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        *,
-        timeout_ms: int = 0,
-    ) -> dict[str, np.ndarray]:
-        job = inference.predict_job(
-            signature, inputs, output_filter, check_method_name=self._check_method
-        )
-        return await self._run(servable, job, timeout_ms, "Predict")  # type: ignore[no-any-return]
+    async def predict(self, record: RequestRecord, request: Predict, encoding: Encoding[T]) -> T:
+        """The answer is the outputs (alias -> array), encoded."""
+        name = record.signature = inference.signature_name(request.signature_name)
+        with self._acquire(record, request.model) as servable:
+            record.version = servable.id.version
+            signature = servable.model.signatures.get(name)
+            if signature is None:
+                raise request.inputs.missing_signature(name)
+            inputs = await self.transcode(request.inputs.cost_us, request.inputs.decode, signature)
+            job = inference.predict_job(
+                signature, inputs, request.output_filter, check_method_name=self._check_method
+            )
+            del inputs  # the job holds what it feeds
+            results = await self._run(record, servable, job, request.timeout_ms)
+        return await self._answer(servable, job, results, encoding)
 
     async def classify_or_regress(
-        self,
-        servable: Servable,
-        method: str,
-        signature_name: str,
-        input: Any,
-        *,
-        timeout_ms: int = 0,
-    ) -> Any:
-        """Classify (``method`` = CLASSIFY_METHOD) or Regress: the result proto."""
-        job = inference.examples_job(
-            servable.model.signatures,
-            signature_name,
-            method,
-            input,
-            check_method_name=self._check_method,
-        )
-        api = "Classify" if method == CLASSIFY_METHOD else "Regress"
-        return await self._run(servable, job, timeout_ms, api)
+        self, record: RequestRecord, request: Examples, encoding: Encoding[T]
+    ) -> T:
+        """The answer is the ClassificationResult or RegressionResult proto, encoded."""
+        record.signature = inference.signature_name(request.signature_name)
+        with self._acquire(record, request.model) as servable:
+            record.version = servable.id.version
+            job = inference.examples_job(
+                servable.model.signatures,
+                request.signature_name,
+                request.method,
+                request.input,
+                check_method_name=self._check_method,
+            )
+            results = await self._run(record, servable, job, request.timeout_ms)
+        return await self._answer(servable, job, results, encoding)
 
     async def multi_inference(
+        self, record: RequestRecord, request: MultiInference, encoding: Encoding[T]
+    ) -> T:
+        """The answer lists the tasks' results in task order, encoded."""
+        with self._acquire(record, request.model) as servable:
+            record.version = servable.id.version
+            inference.check_multi_inference_models(request.models)
+            job = inference.multi_inference_job(
+                servable.model.signatures, request.tasks, request.input
+            )
+            results = await self._run(record, servable, job, request.timeout_ms)
+        return await self._answer(servable, job, results, encoding)
+
+    def _acquire(self, record: RequestRecord, request: ServableRequest) -> Any:
+        record.model, record.label = request.name, request.label
+        return self.core.registry.acquire(request)
+
+    async def _run(
+        self, record: RequestRecord, servable: Servable, job: Job, timeout_ms: int
+    ) -> list[np.ndarray]:
+        record.examples = job.examples
+        start = time.perf_counter()
+        results, record.batch_size = await servable.runner.run(job.plan, timeout_ms)
+        record.runtime = time.perf_counter() - start
+        return results
+
+    async def _answer(
         self,
         servable: Servable,
-        tasks: Sequence[tuple[str, str]],
-        input: Any,
-        *,
-        timeout_ms: int = 0,
-    ) -> list[Any]:
-        """``tasks`` = (signature name, method name) pairs; results in task order."""
-        job = inference.multi_inference_job(servable.model.signatures, tasks, input)
-        return await self._run(servable, job, timeout_ms, "MultiInference")  # type: ignore[no-any-return]
+        job: Job,
+        results: list[np.ndarray],
+        encoding: Encoding[T],
+    ) -> T:
+        """Results -> answer (e.g. classes by class) -> wire format, in one codec step."""
+        cost = sum(r.nbytes for r in results) * encoding.us_per_byte
+        version, encode = servable.id.version, encoding.encode
+        return await self.transcode(cost, lambda: encode(version, job.finish(results)))
 
-    async def _run(self, servable: Servable, job: Job, timeout_ms: int, api: str) -> Any:
-        """Run the job; record TF Serving's runtime latency (queueing included) and examples."""
-        name = servable.id.name
-        if job.examples:
-            self.metrics.request_example_counts.observe(job.examples, name)
-            self.metrics.request_example_count_total.inc(name, by=job.examples)
-        start = time.perf_counter()
-        results = await servable.runner.run(job.plan, timeout_ms)
-        elapsed_us = (time.perf_counter() - start) * 1e6
-        self.metrics.runtime_latency.observe(elapsed_us, name, api, "TF1")
-        return job.finish(results)
+    # -- readiness, status, metadata, config ----------------------------------------------------
 
-    # -- status, metadata, config --------------------------------------------------------------
+    def ready(self) -> bool:
+        """Every configured model has an AVAILABLE version, and the server is not draining."""
+        return self.core.ready()
 
-    def model_status(self, name: str, version: int | None = None) -> Any:
+    async def readiness_changed(self) -> None:
+        """Return once readiness may have changed."""
+        await self.core.monitor.changed()
+
+    def model_status(self, record: RequestRecord, name: str, version: int | None = None) -> Any:
         """``GetModelStatusResponse``: every version ever seen (or one), highest first."""
         from tensorflow_serving.apis import get_model_status_pb2
 
+        record.model = name
         versions = self.core.monitor.versions(name)
         if version is not None:
             if version not in versions:
@@ -133,16 +263,18 @@ class Service:
                 entry.status.error_message = status.error.message
         return response
 
-    def signature_def_map(self, servable: Servable) -> Any:
-        """``SignatureDefMap`` of the servable, for GetModelMetadata."""
+    def metadata(self, record: RequestRecord, request: ServableRequest) -> tuple[int, Any]:
+        """(the version resolved, its ``SignatureDefMap``), for GetModelMetadata."""
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature_def in servable.model.signature_defs.items():
-            signature_map.signature_def[name].CopyFrom(signature_def)
-        return signature_map
+        with self._acquire(record, request) as servable:
+            record.version = servable.id.version
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for name, signature_def in servable.model.signature_defs.items():
+                signature_map.signature_def[name].CopyFrom(signature_def)
+        return servable.id.version, signature_map
 
-    async def reload_config(self, config_proto: Any) -> None:
+    async def reload_config(self, record: RequestRecord, config_proto: Any) -> None:
         from aserve.config import from_proto
 
         await self.core.reload(from_proto(config_proto))

@@ -19,6 +19,7 @@ from aserve.batches import batch_size, merge, split
 from aserve.batching import Batcher, BatchingOptions
 from aserve.errors import Code, ServingError
 from aserve.pool import WorkerPool
+from aserve.records import BatchRecord
 
 
 class FakeModel:
@@ -29,6 +30,7 @@ class FakeModel:
         self.hold = threading.Event()
         self.hold.set()
         self.fail = False
+        self.records: list[BatchRecord] = []
 
     def run(
         self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str], *, timeout_ms: int = 0
@@ -57,6 +59,8 @@ def scenario(body: Callable[[Batcher, FakeModel], Awaitable[None]], **options: A
             pool=pool,
             options=settings,
             slots=asyncio.Semaphore(settings.num_batch_threads),
+            on_batch=model.records.append,
+            model_name="m",
         )
         try:
             await asyncio.wait_for(body(batcher, model), 10)
@@ -76,8 +80,13 @@ async def until(condition: Callable[[], bool]) -> None:
 
 def submit(
     batcher: Batcher, feeds: dict[str, np.ndarray], timeout_ms: int = 0
-) -> asyncio.Task[list[np.ndarray]]:
-    return asyncio.ensure_future(batcher.run(feeds, batch_size(feeds) or 0, timeout_ms))
+) -> asyncio.Future[list[np.ndarray]]:
+    """Queue one request; its outputs."""
+
+    async def outputs() -> list[np.ndarray]:
+        return (await batcher.run(feeds, batch_size(feeds) or 0, timeout_ms))[0]
+
+    return asyncio.ensure_future(outputs())
 
 
 def test_waiting_requests_are_merged_and_answered_each_with_its_own_rows() -> None:
@@ -91,7 +100,28 @@ def test_waiting_requests_are_merged_and_answered_each_with_its_own_rows() -> No
         answers = await asyncio.gather(first, *rest)
         assert [a[0].tolist() for a in answers] == [[2.0], [2.5], [3.0], [3.5]]
 
-    assert scenario(body).batches == [1, 3]
+    model = scenario(body)
+    assert model.batches == [1, 3]
+    assert [(r.model, r.size, len(r.queued), r.cut) for r in model.records] == [
+        ("m", 1, 1, "idle"),
+        ("m", 3, 3, "idle"),
+    ]
+
+
+def test_each_request_learns_the_size_of_its_batch_and_each_batch_why_it_started() -> None:
+    async def body(batcher: Batcher, model: FakeModel) -> None:
+        model.hold.clear()
+        first = asyncio.ensure_future(batcher.run(x(0.0), 1, 0))
+        await until(lambda: batcher.statistics().running_batches == 1)
+        full = [asyncio.ensure_future(batcher.run(x(1.0, 2.0), 2, 0)) for _ in range(2)]
+        late = asyncio.ensure_future(batcher.run(x(3.0), 1, 0))
+        await until(lambda: batcher.statistics().queued_requests == 5)
+        model.hold.set()
+        sizes = [size for _, size in await asyncio.gather(first, *full, late)]
+        assert sizes == [1, 4, 4, 1]
+
+    model = scenario(body, batch_timeout_micros=1000)
+    assert [(r.size, r.cut) for r in model.records] == [(1, "timeout"), (4, "full"), (1, "timeout")]
 
 
 def test_full_queue_rejects_at_once_with_unavailable() -> None:
@@ -126,8 +156,9 @@ def test_oversized_requests_are_refused_or_split() -> None:
     scenario(refuse)
 
     async def split_up(batcher: Batcher, model: FakeModel) -> None:
-        (y,) = await batcher.run(x(*range(6)), 6, 0)
+        (y,), size = await batcher.run(x(*range(6)), 6, 0)
         assert y.tolist() == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+        assert size == 4
 
     model = scenario(
         split_up, max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=4

@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aserve.config import ModelConfig, ServingConfig
-from aserve.core import CoreOptions, ServerCore
+from aserve.core import CoreOptions, LoadedVersion, ServerCore
 from aserve.errors import Code, ServingError
+from aserve.harness import ModelState
 from aserve.ids import ServableId, ServableRequest
 from aserve.manager import RetryPolicy
-from aserve.monitor import ModelState
 from aserve.pool import WorkerPool
+from aserve.records import LoadRecord
+from aserve.supervisor import Supervisor
 from aserve.versions import AllVersions, Specific
 
 
@@ -30,17 +32,20 @@ class FakeModel:
         self.closed = True
 
 
-def fake_load(path: str) -> FakeModel:
+def fake_load(path: str, report: Callable[[LoadRecord], None]) -> LoadedVersion:
     if Path(path, "broken").exists():
+        report(LoadRecord(path, ok=False, seconds=0.0))
         raise ServingError(Code.NOT_FOUND, f"broken model in {path}")
     if Path(path, "slow").exists():
         time.sleep(0.3)
-    return FakeModel(path)
+    report(LoadRecord(path, ok=True, seconds=0.0))
+    return LoadedVersion(FakeModel(path))
 
 
 def run(scenario: Callable[[ServerCore], Awaitable[None]], **options: object) -> None:
     async def main() -> None:
         pool = WorkerPool(workers=1)
+        supervisor = Supervisor()
         core = ServerCore(
             options=CoreOptions(
                 file_system_poll_wait_seconds=0.05,
@@ -49,12 +54,15 @@ def run(scenario: Callable[[ServerCore], Awaitable[None]], **options: object) ->
             ),
             pool=pool,
             load_model=fake_load,
+            supervisor=supervisor,
         )
         try:
             await asyncio.wait_for(scenario(core), 20)
         finally:
-            await core.shutdown(1)
+            await core.shutdown(asyncio.get_running_loop().time() + 1)
+            await supervisor.cancel()
             pool.shutdown()
+        assert supervisor.failure is None
 
     asyncio.run(main())
 

@@ -1,6 +1,7 @@
 import pytest
 
-from aserve.errors import Code, grpc_code, grpc_message, http_status
+from aserve.errors import Code, ServingError, http_status, http_status_of
+from aserve.grpc_server import grpc_code, grpc_message
 
 
 @pytest.mark.parametrize(
@@ -35,3 +36,9 @@ def test_every_code_maps_to_tf_serving_http_status_and_same_grpc_code(
 def test_grpc_messages_are_cut_at_1024_characters() -> None:
     assert grpc_message("x" * 1024) == "x" * 1024
     assert grpc_message("x" * 1025) == "x" * 1024 + "...TRUNCATED"
+
+
+def test_an_error_may_carry_its_own_http_status() -> None:
+    too_large = ServingError(Code.RESOURCE_EXHAUSTED, "body too large", http=413)
+    assert http_status_of(too_large) == 413
+    assert http_status_of(ServingError(Code.RESOURCE_EXHAUSTED, "queue full")) == 429

@@ -1,9 +1,12 @@
-"""The Prometheus page: TF Serving's names, label escaping, cumulative histogram buckets."""
+"""The Prometheus observer: TF Serving's names and counting rules, label escaping, buckets."""
 
 from __future__ import annotations
 
+import pytest
+
 from aserve.errors import Code
 from aserve.metrics import LATENCY_BUCKETS_US, Counter, Histogram, Metrics, prometheus_name
+from aserve.records import BatchRecord, LoadRecord, Observers, RequestRecord
 
 
 def test_metric_paths_become_prometheus_names() -> None:
@@ -40,12 +43,22 @@ def test_latency_buckets_are_tfs_exponential_scale() -> None:
     assert LATENCY_BUCKETS_US[:3] == (10.0, 18.0, 10 * 1.8**2)
 
 
+def request(
+    protocol: str, api: str, model: str = "m", code: Code = Code.OK, **fields: object
+) -> RequestRecord:
+    record = RequestRecord(protocol, "id", "peer", 0)
+    record.api, record.model, record.code, record.latency = api, model, code, 0.002
+    for name, value in fields.items():
+        setattr(record, name, value)
+    return record
+
+
 def test_page_has_type_lines_only_and_times_successes_only() -> None:
     metrics = Metrics()
-    metrics.record_request("m", "Predict", "GRPC", Code.OK, 0.002)
-    metrics.record_request("m", "Predict", "GRPC", Code.NOT_FOUND, 0.001)
-    metrics.record_load("/models/m/1", True, 0.25)
-    metrics.record_load("/models/m/2", False, 0.1)
+    metrics.request_finished(request("grpc", "Predict"))
+    metrics.request_finished(request("grpc", "Predict", code=Code.NOT_FOUND))
+    metrics.load_finished(LoadRecord("/models/m/1", ok=True, seconds=0.25))
+    metrics.load_finished(LoadRecord("/models/m/2", ok=False, seconds=0.0))
     page = metrics.render()
     assert page.endswith("\n") and "# HELP" not in page
     lines = page.splitlines()
@@ -66,3 +79,58 @@ def test_page_has_type_lines_only_and_times_successes_only() -> None:
         in lines
     )
     assert ':tensorflow:cc:saved_model:load_latency{model_path="/models/m/1"} 250000' in lines
+
+
+def test_requests_are_counted_as_tf_serving_counts_them() -> None:
+    metrics = Metrics()
+    metrics.request_finished(request("rest", "status"))  # REST: every request naming a model
+    metrics.request_finished(request("rest", "", model=""))  # an unknown path names none
+    metrics.request_finished(request("grpc", "GetModelStatus"))  # gRPC: inference calls only
+    metrics.request_finished(request("rest", "predict", runtime=0.001, batch_size=4))
+    metrics.request_finished(request("grpc", "Classify", runtime=0.001, examples=3))
+    assert metrics.request_count.value("m", "OK") == 3
+    lines = metrics.render().splitlines()
+    assert (
+        ':tensorflow:serving:request_latency_count{model_name="m",API="predict",entrypoint="REST"} 1'
+        in lines
+    )
+    assert (
+        ':tensorflow:serving:runtime_latency_count{model_name="m",API="Predict",runtime="TF1"} 1'
+        in lines
+    )
+    assert (
+        ':tensorflow:serving:runtime_latency_count{model_name="m",API="Classify",runtime="TF1"} 1'
+        in lines
+    )
+    assert ':tensorflow:serving:request_example_count_total{model="m"} 3' in lines
+
+
+def test_batches_give_queuing_latency_and_batch_size() -> None:
+    metrics = Metrics()
+    metrics.batch_started(BatchRecord("m", 4, (0.001, 0.002), "pool", "full"))
+    lines = metrics.render().splitlines()
+    assert ':aserve:batching:batch_size_count{model_name="m"} 1' in lines
+    assert ':aserve:batching:batch_size_sum{model_name="m"} 4' in lines
+    assert (
+        ':tensorflow:serving:batching_session:queuing_latency_count{thread_pool_name="pool"} 2'
+        in lines
+    )
+
+
+def test_an_observer_that_raises_is_logged_and_the_others_still_see_the_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[RequestRecord] = []
+
+    class Broken:
+        def request_finished(self, record: RequestRecord) -> None:
+            raise RuntimeError("observer bug")
+
+    class Good:
+        def request_finished(self, record: RequestRecord) -> None:
+            seen.append(record)
+
+    record = request("rest", "predict")
+    Observers([Broken(), Good(), object()]).request_finished(record)
+    assert seen == [record]
+    assert "observer bug" in caplog.text
