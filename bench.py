@@ -17,12 +17,15 @@ For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute
 (c) every served figure as a ratio of the ceiling: examples/s against the ceiling's at
     batch 32, and p50 latency minus the ceiling's batch-1 latency.
 
-Then half_plus_two on the peer servers (NVIDIA Triton, Seldon MLServer; skipped with a
-note when not installed, see loadtests/PEERS.md) at 32 connections, side by side with
-aserve, in interleaved rounds (``--peer-rounds``, default 3): each server's median, and
-aserve's ratio to each peer taken within each round; and the latency-during-swap run
-(loadtests/swap.py). REST load comes from wrk, gRPC load from h2load when they are
-installed (the Python generator otherwise); all traffic stays on 127.0.0.1.
+Then the mixed run (loadtests/looplag.py): 32-image CNN REST requests beside tiny ones,
+with aserve's codec threads on and off, reporting the tiny requests' p99 and the server's
+event-loop lag p99. Then half_plus_two on the peer servers (NVIDIA Triton, Seldon
+MLServer; skipped with a note when not installed, see loadtests/PEERS.md) at 32
+connections, side by side with aserve, in interleaved rounds (``--peer-rounds``, default
+3): each server's median, and aserve's ratio to each peer taken within each round; and the
+latency-during-swap run (loadtests/swap.py). REST load comes from wrk, gRPC load from
+h2load when they are installed (the Python generator otherwise); all traffic stays on
+127.0.0.1.
 
 On a virtual machine the hypervisor can take the cores away from us for seconds at a
 time (steal time), which looks exactly like a slow server. Every load run reports the
@@ -54,7 +57,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from loadtests import engines, loadgen, payloads
+from loadtests import engines, loadgen, looplag, payloads
 from loadtests.models import MODELS, BenchModel, build
 from loadtests.stats import CpuTimes, LoadResult, stolen_during
 
@@ -159,7 +162,7 @@ def ceiling_at(rows: list[CeilingRow], batch: int) -> CeilingRow:
 # -- CPU stolen by the hypervisor --------------------------------------------------------------
 
 
-Measured = TypeVar("Measured", LoadResult, CeilingRow)
+Measured = TypeVar("Measured", LoadResult, CeilingRow, looplag.MixedResult)
 
 
 def least_stolen(
@@ -186,11 +189,11 @@ def least_stolen(
     return best, attempts[best]
 
 
-def _stolen_or_none(result: LoadResult | CeilingRow) -> float | None:
+def _stolen_or_none(result: LoadResult | CeilingRow | looplag.MixedResult) -> float | None:
     return None if result.steal != result.steal else result.steal  # NaN: not measured
 
 
-def _steal_cell(result: LoadResult | CeilingRow) -> str:
+def _steal_cell(result: LoadResult | CeilingRow | looplag.MixedResult) -> str:
     steal = _stolen_or_none(result)
     return "" if steal is None else f"{steal:.0%}"
 
@@ -523,6 +526,69 @@ def swap_table(report: Any) -> str:
     )
 
 
+LOOP_LAG_VARIANTS = (
+    ("codec threads (default)", ()),
+    ("every decode and encode on the loop", ("--codec_offload_us=1e12",)),
+)
+
+
+def run_loop_lag(work: Path, args: argparse.Namespace) -> list[tuple[str, looplag.MixedResult]]:
+    """The mixed run once per variant; each run repeated if the hypervisor stole CPU."""
+    tiny, cnn = MODELS["tiny"], MODELS["cnn"]
+    for model in (tiny, cnn):
+        if not (work / "models" / model.name / "1").exists():
+            build(model.name, work / "models" / model.name / "1")
+    bodies = {
+        "tiny": payloads.rest_body(tiny.example().tolist()),
+        "cnn": payloads.rest_body(cnn.example().tolist(), MULTI_EXAMPLE),
+    }
+    rows = []
+    for label, extra in LOOP_LAG_VARIANTS:
+        with aserve(work, [tiny, cnn], batching=False, extra=extra) as server:
+
+            def attempt(server: Served = server) -> looplag.MixedResult:
+                return looplag.mixed_run(
+                    server.rest,
+                    server.rest + METRICS_PATH,
+                    tiny=("tiny", bodies["tiny"]),
+                    large=("cnn", bodies["cnn"]),
+                    duration_s=args.duration,
+                )
+
+            _, result = least_stolen(attempt, **_steal_policy(args, f"loop lag: {label}"))
+        rows.append((label, result))
+    return rows
+
+
+def loop_lag_table(rows: list[tuple[str, looplag.MixedResult]]) -> str:
+    lines = [
+        "## Event-loop lag with large requests beside tiny ones (REST, no batching)",
+        "",
+        "8 clients send half_plus_two one example at a time while 4 send 32 CNN images per "
+        "request; lag is how late aserve's loop woke a 100 ms sleeper (its "
+        "`:aserve:event_loop_lag` histogram, bucket upper bounds).",
+        "",
+        "| variant | tiny req/s | tiny p50 ms | tiny p99 ms | cnn images/s | cnn p99 ms "
+        "| loop lag p99 ms | loop lag max ms | errors | CPU stolen |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in rows:
+        cells = [
+            label,
+            f"{r.tiny.rps:,.0f}",
+            f"{r.tiny.p50_ms:.2f}",
+            f"{r.tiny.p99_ms:.2f}",
+            f"{r.large.examples_per_s:,.0f}",
+            f"{r.large.p99_ms:.1f}",
+            f"{r.lag_p99_ms:.2f}",
+            f"{r.lag_max_ms:.1f}",
+            str(r.tiny.errors + r.large.errors),
+            _steal_cell(r),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _swap_row(label: str, r: LoadResult) -> str:
     cells = [label, r.requests, r.errors, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.1f}"]
     return "| " + " | ".join(map(str, cells)) + " |"
@@ -561,10 +627,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
+    if args.only == "loop-lag":
+        report = loop_lag_table(run_loop_lag(work, args))
+        print(report)
+        (out / "bench-loop-lag.md").write_text(report + "\n")
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     models = [MODELS[name] for name in args.models]
     heavy = [m for m in models if m.name != "tiny"]
     peer_steps = _peer_rounds(args) * (1 + (0 if args.no_peers else 3))  # aserve + PEERS
-    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + peer_steps + 1
+    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + peer_steps + 2
     progress = Progress(steps)
     try:
         ceilings = {}
@@ -614,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
             if "tiny" in served
             else PeerRounds([], ["peers compared on tiny only"])
         )
+        progress.step("event-loop lag with large requests beside tiny ones")
+        lag = run_loop_lag(work, args)
         progress.step("latency during version swaps")
         swap = run_swap(work, args)
     finally:
@@ -623,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
             steal_preamble(args),
             *(model_table(m, ceilings[m.name], served[m.name], mean_batch[m.name]) for m in models),
             peers_table(comparison),
+            loop_lag_table(lag),
             swap_table(swap),
         ]
     )
@@ -756,6 +831,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", action="store_true", help="write a latency-vs-throughput PNG")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check)")
     parser.add_argument("--out", default="bench-results")
+    parser.add_argument(
+        "--only", choices=["loop-lag"], help="run only this part (the mixed loop-lag run)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.ceiling_seconds, args.swaps = 2.0, 0.5, 0.5, 5

@@ -80,6 +80,7 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "device",
         "log_level",
         "shutdown_grace_seconds",
+        "codec_offload_us",
     }
 )
 
@@ -416,6 +417,13 @@ class ServerOptions:
     log_level: str = _flag("info", _LEVEL, _ASERVE, "debug, info, warning or error")
     shutdown_grace_seconds: float = _flag(
         5.0, _SECONDS, _ASERVE, "on SIGTERM/SIGINT, wait this long for in-flight requests"
+    )
+    codec_offload_us: float = _flag(
+        200.0,
+        _Kind(metavar="MICROS", convert=_number_at_least(0.0)),
+        _ASERVE,
+        "decode or encode a request or answer in a codec thread, off the event loop, when "
+        "it is estimated to cost more than this; 0 = always",
     )
     # general
     version: bool = _flag(False, _BOOL, _GENERAL, "print versions and exit")

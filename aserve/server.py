@@ -95,7 +95,10 @@ class Server:
             core=core,
             pool=pool,
             observers=observers,
-            options=ServiceOptions(check_method_name=options.enable_signature_method_name_check),
+            options=ServiceOptions(
+                check_method_name=options.enable_signature_method_name_check,
+                offload_us=options.codec_offload_us,
+            ),
         )
         built = frontends.FrontEnds()
         try:

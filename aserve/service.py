@@ -42,7 +42,7 @@ from aserve.pool import WorkerPool
 from aserve.records import Observers, RequestRecord, new_request_id
 from aserve.registry import Servable
 from aserve.signatures import Signature
-from aserve.tensors.costs import OFFLOAD_US
+from aserve.tensors.costs import DEFAULT_OFFLOAD_US
 
 log = logging.getLogger("aserve.service")
 
@@ -107,6 +107,7 @@ class MultiInference:
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
     check_method_name: bool = False  # --enable_signature_method_name_check
+    offload_us: float = DEFAULT_OFFLOAD_US  # --codec_offload_us
 
 
 class Service:
@@ -122,6 +123,7 @@ class Service:
         self._pool = pool
         self._observers = observers or Observers()
         self._check_method = options.check_method_name
+        self._offload_us = options.offload_us
 
     # -- the record of every request -----------------------------------------------------
 
@@ -154,8 +156,8 @@ class Service:
 
     async def transcode(self, cost_us: float, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``: inline when it costs little, in a codec thread when it costs more
-        than :data:`~aserve.tensors.costs.OFFLOAD_US` (then the loop goes on serving)."""
-        if cost_us < OFFLOAD_US:
+        than ``--codec_offload_us`` (then the loop goes on serving meanwhile)."""
+        if cost_us < self._offload_us:
             return fn(*args)
         return await self._pool.codec(fn, *args)
 

@@ -108,7 +108,8 @@ def main() -> None:
     for what, size, us, used in rows():
         print(f"| {what} | {size:,} | {us:,.1f} | {us / size:.4f} | {used:.4f} |")
     hop = uvloop.run(_hop_us())
-    print(f"\ncodec thread hop, round trip: {hop:.1f} µs; offloaded above {costs.OFFLOAD_US:g} µs")
+    limit = costs.DEFAULT_OFFLOAD_US
+    print(f"\ncodec thread hop, round trip: {hop:.1f} µs; offloaded above {limit:g} µs")
 
 
 if __name__ == "__main__":

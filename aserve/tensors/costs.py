@@ -1,8 +1,9 @@
 """What decoding and encoding cost on the event loop, per byte, to decide where they run.
 
-The service runs a codec step inline when its estimate is under :data:`OFFLOAD_US`, and in a
-codec thread otherwise (:meth:`aserve.service.Service.transcode`): a thread hop costs ~54 µs
-round trip, so only work well above that is worth moving. The rates are the upper end of
+The service runs a codec step inline when its estimate is under ``--codec_offload_us``
+(default :data:`DEFAULT_OFFLOAD_US`), and in a codec thread otherwise
+(:meth:`aserve.service.Service.transcode`): a thread hop costs ~54 µs round trip, so only
+work well above that is worth moving. The rates are the upper end of
 ``python -m loadtests.codec_costs`` on a 2-core project machine (measured per byte, at
 ~4 KB and ~400 KB of tensor data, 2026-12-02):
 
@@ -16,7 +17,7 @@ round trip, so only work well above that is worth moving. The rates are the uppe
 
 from typing import Final
 
-OFFLOAD_US: Final = 200.0
+DEFAULT_OFFLOAD_US: Final = 200.0  # the default of --codec_offload_us
 
 JSON_DECODE_US_PER_BYTE: Final = 0.004
 JSON_ENCODE_US_PER_BYTE: Final = 0.1

@@ -77,6 +77,7 @@ ASERVE_FLAGS = frozenset(
         "device",
         "log_level",
         "shutdown_grace_seconds",
+        "codec_offload_us",
     }
 )
 NOT_IMPLEMENTED = frozenset(
@@ -164,6 +165,7 @@ def test_defaults(base: list[str], paths: dict[str, str]) -> None:
         "device": "",
         "log_level": "info",
         "shutdown_grace_seconds": 5.0,
+        "codec_offload_us": 200.0,
         "version": False,
         "ignored_flags": (),
     }
