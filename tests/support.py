@@ -32,8 +32,8 @@ from aserve import flags
 from aserve.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
-# TF Serving's test models and files, rebuilt in code (models.build_testdata) into this
-# folder at the start of every test session by tests/conftest.py, which removes it at the end.
+# TF Serving's test models and files, built in code (models.build_testdata) into this folder
+# by tests/conftest.py before a session's first test, and removed at the end of the session.
 TESTDATA = Path(tempfile.mkdtemp(prefix="aserve-testdata-"))
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three"
