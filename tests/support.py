@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,9 @@ from aserve import flags
 from aserve.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTDATA = ROOT.parent / "shared" / "testdata" / "tfserving"
+# TF Serving's test models and files, built in code (models.build_testdata) into this folder
+# by tests/conftest.py before a session's first test, and removed at the end of the session.
+TESTDATA = Path(tempfile.mkdtemp(prefix="aserve-testdata-"))
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three"
 TWO_VERSIONS = TESTDATA / "saved_model_half_plus_two_2_versions"
@@ -59,7 +62,7 @@ def free_port() -> int:
 
 
 def copy_version(src_version_dir: Path, dst_base: Path, version: int | str) -> Path:
-    """Copy one version folder (the shared test data is read-only) and make it writable."""
+    """Copy one version folder (leaving the test data as it is) and make it writable."""
     target = dst_base / str(version)
     staging = dst_base / f".staging-{version}-{time.monotonic_ns()}"
     shutil.copytree(src_version_dir, staging, copy_function=shutil.copyfile)
