@@ -21,7 +21,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ class RunningServer:
         self.url = f"http://127.0.0.1:{rest_port}"
         self.grpc_target = f"127.0.0.1:{grpc_port}"
         self.http = httpx.Client(base_url=self.url, timeout=60)
+        self.request_stop: Callable[[], object] = lambda: None  # begin the shutdown (SIGTERM)
 
     def get(self, path: str) -> httpx.Response:
         return self.http.get(path)
@@ -138,8 +139,12 @@ class RunningServer:
 
 @contextlib.contextmanager
 def run_server(
-    *args: str, poll_seconds: float | None = 1, retries: int = 0
+    *args: str,
+    poll_seconds: float | None = 1,
+    retries: int = 0,
+    observers: Sequence[object] = (),
 ) -> Iterator[RunningServer]:
+    """A server on free loopback ports; ``observers`` see its request, batch and load records."""
     rest_port, grpc_port = free_port(), free_port()
     argv = [
         "--host=127.0.0.1",
@@ -151,7 +156,7 @@ def run_server(
     ]
     if poll_seconds is not None:
         argv.append(f"--file_system_poll_wait_seconds={poll_seconds}")
-    server = Server(flags.parse([*argv, *args]))
+    server = Server(flags.parse([*argv, *args]), observers=observers)
     ready = threading.Event()
     box: dict[str, Any] = {}
 
@@ -175,11 +180,13 @@ def run_server(
     if not ready.wait(120) or "error" in box:
         raise RuntimeError(f"server did not start: {box.get('error')!r}")
     running = RunningServer(server, box["loop"], rest_port, grpc_port)
+    running.request_stop = lambda: box["loop"].call_soon_threadsafe(box["stop"].set)
     try:
         yield running
     finally:
         running.http.close()
-        box["loop"].call_soon_threadsafe(box["stop"].set)
+        with contextlib.suppress(RuntimeError):  # the loop is closed if the server stopped
+            running.request_stop()
         thread.join(60)
         assert not thread.is_alive(), "server thread did not stop"
         if "error" in box:

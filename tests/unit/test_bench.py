@@ -127,3 +127,18 @@ def test_unknown_steal_never_repeats_a_run() -> None:
     )
     assert (index, len(calls)) == (0, 1) and math.isnan(best.steal)
     assert bench._steal_cell(best) == ""
+
+
+def test_loop_lag_summary_from_two_readings_of_the_histogram() -> None:
+    from loadtests.looplag import lag_buckets, lag_summary
+
+    def page(counts: list[int]) -> str:
+        bounds = ["1000", "10000", "100000", "+Inf"]
+        return "".join(
+            f':aserve:event_loop_lag_bucket{{le="{b}"}} {c}\n' for b, c in zip(bounds, counts)
+        )
+
+    before = lag_buckets(page([5, 5, 5, 5]))
+    after = lag_buckets(page([95, 104, 105, 105]))  # 100 new samples: 90, 9 and 1 per bucket
+    assert lag_summary(before, after) == (10.0, 100.0, 100)
+    assert lag_summary(after, after)[2] == 0
