@@ -135,7 +135,8 @@ def test_loop_lag_summary_from_two_readings_of_the_histogram() -> None:
     def page(counts: list[int]) -> str:
         bounds = ["1000", "10000", "100000", "+Inf"]
         return "".join(
-            f':aserve:event_loop_lag_bucket{{le="{b}"}} {c}\n' for b, c in zip(bounds, counts)
+            f':aserve:event_loop_lag_bucket{{le="{b}"}} {c}\n'
+            for b, c in zip(bounds, counts, strict=True)
         )
 
     before = lag_buckets(page([5, 5, 5, 5]))
