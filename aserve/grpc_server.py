@@ -57,8 +57,6 @@ class Method:
 class GrpcFrontEnd:
     """The gRPC listener: a grpc.aio server with ports added (bound) before :meth:`start`."""
 
-    name = "gRPC"
-
     def __init__(
         self,
         service: Service,

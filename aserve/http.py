@@ -199,8 +199,6 @@ async def _not_found(request: HttpRequest) -> HttpResponse:
 class HttpFrontEnd:
     """The REST listener: uvicorn (httptools parser) serving one app on a bound socket."""
 
-    name = "REST"
-
     def __init__(self, app: HttpApp, sock: socket.socket) -> None:
         config = uvicorn.Config(
             app,
