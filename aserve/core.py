@@ -29,6 +29,7 @@ from typing import Any
 
 import aiofiles
 
+from aserve import memory
 from aserve.batching import BatchingOptions, DirectRunner, Runner
 from aserve.config import ConfigDiff, ModelConfig, ServingConfig, diff, parse_model_server_config
 from aserve.errors import Code, ServingError, failed_precondition
@@ -86,6 +87,7 @@ class ServerCore:
             registry=self.registry,
             monitor=self.monitor,
             retry=options.retry,
+            reclaim=lambda: pool.unload(memory.reclaim),
         )
         self.source = Source(
             manager=self.manager, pool=pool, poll_seconds=options.file_system_poll_wait_seconds

@@ -36,6 +36,7 @@ log = logging.getLogger("aserve.manager")
 
 LoadFn = Callable[[ServableId, str], Awaitable[Servable]]
 UnloadFn = Callable[[Servable], Awaitable[None]]
+ReclaimFn = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,11 @@ class Manager:
         registry: Registry,
         monitor: Monitor,
         retry: RetryPolicy = RetryPolicy(),
+        reclaim: ReclaimFn | None = None,
     ) -> None:
         self._load_fn = load
         self._unload_fn = unload
+        self._reclaim = reclaim
         self._registry = registry
         self._monitor = monitor
         self._retry = retry
@@ -201,8 +204,11 @@ class Manager:
         except Exception:
             log.exception("%s: error while unloading", harness.id)
         harness.servable = None
+        del servable  # the last reference: the version's memory can go now
         harness.transition(State.DISABLED)
         self._wake.set()
+        if self._reclaim is not None:
+            await self._reclaim()
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Stop loading, let requests finish (up to the grace period), unload everything."""
