@@ -81,6 +81,17 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "log_level",
         "shutdown_grace_seconds",
         "codec_offload_us",
+        "listen_before_load",
+        "drain_delay_seconds",
+        "access_log",
+        "log_format",
+        "auth_token_file",
+        "admin_token_file",
+        "auth_metrics",
+        "allowed_model_roots",
+        "rest_api_ssl_certfile",
+        "rest_api_ssl_keyfile",
+        "rest_api_ssl_ca_file",
     }
 )
 
@@ -191,6 +202,19 @@ def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
     return tuple(_channel_argument(item) for item in text.split(",") if item.strip())
 
 
+def _paths(text: str) -> tuple[str, ...]:
+    paths = tuple(path.strip() for path in text.split(",") if path.strip())
+    if not paths:
+        raise ValueError("comma-separated folders")
+    return paths
+
+
+def _log_format(text: str) -> str:
+    if text.lower() not in ("text", "json"):
+        raise ValueError("text or json")
+    return text.lower()
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError("debug, info, warning or error")
@@ -231,6 +255,8 @@ _SECONDS: Final = _Kind(metavar="SECONDS", convert=_number_at_least(0.0))
 _TAGS: Final = _Kind(metavar="TAGS", convert=_tags, show=_show_tuple)
 _CHANNEL_ARGS: Final = _Kind(metavar="K=V,...", convert=_channel_arguments, show=_show_tuple)
 _LEVEL: Final = _Kind(metavar="LEVEL", convert=_log_level)
+_FORMAT: Final = _Kind(metavar="FORMAT", convert=_log_format)
+_FOLDERS: Final = _Kind(metavar="DIR,...", convert=_paths, show=_show_tuple)
 
 # --- the flag table ----------------------------------------------------------------------------
 
@@ -240,8 +266,9 @@ _BATCHING: Final = "batching"
 _TF: Final = "TensorFlow"
 _SECURITY: Final = "TLS and monitoring"
 _ASERVE: Final = "aserve extensions (not in tensorflow_model_server)"
+_OPERATIONS: Final = "operations: start-up, drain, logs, authentication (aserve)"
 _GENERAL: Final = "general"
-_GROUPS: Final = (_ENDPOINTS, _MODELS, _BATCHING, _TF, _SECURITY, _ASERVE, _GENERAL)
+_GROUPS: Final = (_ENDPOINTS, _MODELS, _BATCHING, _TF, _SECURITY, _ASERVE, _OPERATIONS, _GENERAL)
 _SPEC: Final = "aserve.flag"
 
 
@@ -416,7 +443,58 @@ class ServerOptions:
     )
     log_level: str = _flag("info", _LEVEL, _ASERVE, "debug, info, warning or error")
     shutdown_grace_seconds: float = _flag(
-        5.0, _SECONDS, _ASERVE, "on SIGTERM/SIGINT, wait this long for in-flight requests"
+        30.0,
+        _SECONDS,
+        _OPERATIONS,
+        "on SIGTERM/SIGINT, everything (drain delay, requests in flight, unloading) ends "
+        "within this; what still runs then gets UNAVAILABLE / HTTP 503",
+    )
+    drain_delay_seconds: float = _flag(
+        0.0,
+        _SECONDS,
+        _OPERATIONS,
+        "on SIGTERM/SIGINT, report not ready but keep serving this long before refusing new "
+        "connections (set it to the load balancer's deregistration time)",
+    )
+    listen_before_load: bool = _flag(
+        False,
+        _BOOL,
+        _OPERATIONS,
+        "open the ports before the start-up models have loaded (readiness answers 503 until "
+        "they have); by default the ports open once they have loaded or failed, as in TF Serving",
+    )
+    access_log: str = _flag(
+        "", _PATH, _OPERATIONS, "one line per request to this file, or 'stderr'; empty = off"
+    )
+    log_format: str = _flag(
+        "text", _FORMAT, _OPERATIONS, "text or json, for the access log and aserve's own lines"
+    )
+    auth_token_file: str = _flag(
+        "",
+        _PATH,
+        _OPERATIONS,
+        "bearer tokens, one per line (re-read when it changes): every request needs one, "
+        "except the health endpoints",
+    )
+    admin_token_file: str = _flag(
+        "",
+        _PATH,
+        _OPERATIONS,
+        "tokens for model management (config reloads); prediction tokens are refused there",
+    )
+    auth_metrics: bool = _flag(
+        False, _BOOL, _OPERATIONS, "the Prometheus page needs a token too (with --auth_token_file)"
+    )
+    allowed_model_roots: tuple[str, ...] = _flag(
+        (),
+        _FOLDERS,
+        _OPERATIONS,
+        "every model base path must lie under one of these folders (symlinks resolved)",
+    )
+    rest_api_ssl_certfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: certificate")
+    rest_api_ssl_keyfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: private key")
+    rest_api_ssl_ca_file: str = _flag(
+        "", _PATH, _OPERATIONS, "REST clients must present a certificate from this CA (mTLS)"
     )
     codec_offload_us: float = _flag(
         200.0,
@@ -595,12 +673,31 @@ def _check_parallelism(options: ServerOptions) -> None:
         )
 
 
+def _check_operations(options: ServerOptions) -> None:
+    if options.drain_delay_seconds >= options.shutdown_grace_seconds > 0:
+        raise UsageError(
+            f"--drain_delay_seconds={options.drain_delay_seconds:g} must be shorter than "
+            f"--shutdown_grace_seconds={options.shutdown_grace_seconds:g}"
+        )
+    if bool(options.rest_api_ssl_certfile) != bool(options.rest_api_ssl_keyfile):
+        raise UsageError("--rest_api_ssl_certfile and --rest_api_ssl_keyfile go together")
+    if options.rest_api_ssl_ca_file and not options.rest_api_ssl_certfile:
+        raise UsageError("--rest_api_ssl_ca_file needs --rest_api_ssl_certfile")
+    for path in (options.auth_token_file, options.admin_token_file):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{path} (a token file) is not a file")
+    for root in options.allowed_model_roots:
+        if not os.path.isdir(root):
+            raise UsageError(f"--allowed_model_roots: {root} is not a directory")
+
+
 _CHECKS: Final[tuple[Callable[[ServerOptions], None], ...]] = (
     _check_grpc_listener,
     _check_credentials,
     _check_models,
     _check_batching,
     _check_parallelism,
+    _check_operations,
 )
 
 # --- help and version --------------------------------------------------------------------------

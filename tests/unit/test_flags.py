@@ -78,6 +78,17 @@ ASERVE_FLAGS = frozenset(
         "log_level",
         "shutdown_grace_seconds",
         "codec_offload_us",
+        "listen_before_load",
+        "drain_delay_seconds",
+        "access_log",
+        "log_format",
+        "auth_token_file",
+        "admin_token_file",
+        "auth_metrics",
+        "allowed_model_roots",
+        "rest_api_ssl_certfile",
+        "rest_api_ssl_keyfile",
+        "rest_api_ssl_ca_file",
     }
 )
 NOT_IMPLEMENTED = frozenset(
@@ -164,8 +175,16 @@ def test_defaults(base: list[str], paths: dict[str, str]) -> None:
         "num_worker_threads": 0,
         "device": "",
         "log_level": "info",
-        "shutdown_grace_seconds": 5.0,
+        "shutdown_grace_seconds": 30.0,
         "codec_offload_us": 200.0,
+        "listen_before_load": False,
+        "drain_delay_seconds": 0.0,
+        "access_log": "",
+        "log_format": "text",
+        "auth_token_file": "",
+        "admin_token_file": "",
+        "auth_metrics": False,
+        "allowed_model_roots": (),
         "version": False,
         "ignored_flags": (),
     }
@@ -338,6 +357,23 @@ def test_config_file_wins_over_bad_base_path(paths: dict[str, str]) -> None:
             "Either configure server_options.tensorflow_session_parallelism or "
             "(server_options.tensorflow_intra_op_parallelism, "
             "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.",
+        ),
+        (
+            "--model_base_path={dir} --drain_delay_seconds=30",
+            "--drain_delay_seconds=30 must be shorter than --shutdown_grace_seconds=30",
+        ),
+        (
+            "--model_base_path={dir} --rest_api_ssl_certfile={file}",
+            "--rest_api_ssl_certfile and --rest_api_ssl_keyfile go together",
+        ),
+        (
+            "--model_base_path={dir} --rest_api_ssl_ca_file={file}",
+            "--rest_api_ssl_ca_file needs --rest_api_ssl_certfile",
+        ),
+        ("--model_base_path={dir} --auth_token_file={dir}", "{dir} (a token file) is not a file"),
+        (
+            "--model_base_path={dir} --allowed_model_roots={dir},{missing}",
+            "--allowed_model_roots: {missing} is not a directory",
         ),
     ],
 )
