@@ -59,6 +59,10 @@ OnBatch = Callable[[BatchRecord], None]
 class Runner(Protocol):
     async def run(self, plan: Plan, timeout_ms: int) -> Ran: ...
 
+    def queued(self) -> int:
+        """Requests waiting to run (in a batch queue, or for a worker)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -72,12 +76,20 @@ class DirectRunner:
     def __init__(self, model: Model, *, pool: WorkerPool) -> None:
         self._model = model
         self._pool = pool
+        self._waiting = 0  # submitted to the pool, not finished (queued for a worker or running)
 
     async def run(self, plan: Plan, timeout_ms: int) -> Ran:
-        outputs = await self._pool.run(
-            self._model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
-        )
+        self._waiting += 1
+        try:
+            outputs = await self._pool.run(
+                self._model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
+            )
+        finally:
+            self._waiting -= 1
         return outputs, None
+
+    def queued(self) -> int:
+        return self._waiting
 
     async def close(self) -> None:
         pass
@@ -230,6 +242,7 @@ class Batcher:
                 "The batch scheduling queue to which this task was submitted is full; currently "
                 f"{enqueued - 1} batches enqueued and max_enqueued_batches is "
                 f"{options.max_enqueued_batches}",
+                refused="overloaded",
             )
         key = compatibility(feeds, pad=options.pad_variable_length_inputs)
         task = _Task(feeds, size, key, timeout_ms)
@@ -261,6 +274,10 @@ class Batcher:
         return BatcherStatistics(
             self._queued, self._in_flight, self._last_batch_size, self._batches
         )
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._queue)
 
     async def close(self) -> None:
         self._scheduler.cancel()
@@ -439,6 +456,9 @@ class BatchingRunner:
 
     def statistics(self) -> list[BatcherStatistics]:
         return [b.statistics() for b in self._batchers.values()]
+
+    def queued(self) -> int:
+        return sum(b.queued_requests for b in self._batchers.values()) + self._direct.queued()
 
     async def close(self) -> None:
         for batcher in self._batchers.values():

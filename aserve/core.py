@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,7 @@ class CoreOptions:
     file_system_poll_wait_seconds: float = 1.0
     allow_version_labels_for_unavailable_models: bool = False
     retry: RetryPolicy = RetryPolicy()
+    allowed_roots: tuple[str, ...] = ()  # resolved folders; empty: any base path
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class ServerCore:
             monitor=self.monitor,
             retry=options.retry,
             reclaim=lambda: pool.unload(memory.reclaim),
+            observers=observers,
         )
         self.source = Source(
             manager=self.manager, pool=pool, poll_seconds=options.file_system_poll_wait_seconds
@@ -119,6 +122,7 @@ class ServerCore:
         if new is None:
             log.info("empty model config: taking no action")
             return diff(self.config, self.config)
+        self._check_roots(new)
         if not initial:
             self._check_labels(new)
         change = diff(self.config, new)
@@ -192,16 +196,59 @@ class ServerCore:
             self.registry.available(name) for name in self.config.models
         )
 
+    def not_ready(self) -> dict[str, str]:
+        """Why each configured model without an AVAILABLE version is not ready."""
+        reasons = {}
+        for name in self.config.models:
+            if self.registry.available(name):
+                continue
+            states = ", ".join(
+                f"version {v} {s.state.name}" for v, s in self.monitor.versions(name).items()
+            )
+            reasons[name] = (
+                f"no AVAILABLE version ({states})"
+                if states
+                else self.source.problem(name) or "no version found yet"
+            )
+        return reasons
+
+    def queue_depths(self) -> dict[str, int]:
+        """Requests waiting to run, per model (batch queues, and waits for a worker)."""
+        depths: dict[str, int] = {}
+        for servable in self.registry.servables():
+            depths[servable.id.name] = depths.get(servable.id.name, 0) + servable.runner.queued()
+        return depths
+
     def drain(self) -> None:
         """Shutting down: no longer ready (requests are still served until the front ends stop)."""
         self.draining = True
         self.monitor.notify()
 
     async def wait_settled(self, names: Iterable[str]) -> None:
+        """Until each model has loaded or failed for good every version it wants (a model
+        with no version to load has nothing to wait for)."""
         names = list(names)
-        await self.monitor.wait_until(lambda: all(self.manager.settled(n) for n in names))
+        manager = self.manager
+        await self.monitor.wait_until(
+            lambda: all(manager.settled(n) or not manager.aspires(n) for n in names)
+        )
 
     # -- internals --------------------------------------------------------------------------
+
+    def _check_roots(self, new: ServingConfig) -> None:
+        """--allowed_model_roots: every base path resolves (symlinks followed) under a root."""
+        roots = self.options.allowed_roots
+        if not roots:
+            return
+        for model in new.models.values():
+            path = os.path.realpath(model.base_path)
+            if not any(os.path.commonpath([path, root]) == root for root in roots):
+                message = (
+                    f"Model {model.name}: base_path {model.base_path} is outside "
+                    f"--allowed_model_roots ({', '.join(roots)})"
+                )
+                log.error("refused: %s", message)
+                raise ServingError(Code.PERMISSION_DENIED, message)
 
     def _check_labels(self, new: ServingConfig) -> None:
         allow = self.options.allow_version_labels_for_unavailable_models

@@ -41,14 +41,27 @@ class ServingError(Exception):
     """A request or load failure with a canonical code and a client-facing message.
 
     ``http`` overrides the HTTP status of ``code`` for the few answers HTTP has its own
-    status for (413 for a body over the limit); gRPC always sends ``code``.
+    status for (413 for a body over the limit), and ``headers`` are HTTP headers the answer
+    carries (``WWW-Authenticate``, ``Retry-After``); gRPC always sends just ``code``.
+    ``refused`` names why the server refused a request it could have served ("overloaded",
+    "unauthenticated", "too_large", ...), for the refusal metrics; "" for other failures.
     """
 
-    def __init__(self, code: Code, message: str, *, http: int | None = None) -> None:
+    def __init__(
+        self,
+        code: Code,
+        message: str,
+        *,
+        http: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        refused: str = "",
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.http = http
+        self.headers = headers
+        self.refused = refused
 
     def __repr__(self) -> str:
         return f"ServingError({self.code.name}, {self.message!r})"

@@ -1,30 +1,38 @@
 """Which front ends a server runs, the protocols each serves, and their listeners, from flags.
 
-    front_ends = await frontends.build(options, service, metrics)  # sockets bound here
-    for front_end in front_ends.listeners: await front_end.start()
-    supervisor.spawn(...) for front_ends.background                # e.g. gRPC health tracking
-    await asyncio.gather(*(f.stop(deadline) for f in front_ends.listeners))
+    front_ends = await frontends.build(options, service, metrics)  # REST's socket bound here
+    for front_end in front_ends: await front_end.start()           # listening from here
+    await asyncio.gather(*(f.stop(deadline) for f in front_ends))
 
-Today: HTTP (TF Serving's REST API and the Prometheus page) and gRPC (TF Serving's
-PredictionService and ModelService, and gRPC health). A new protocol adds its routes or
-methods here and its translation in one module of its own.
+Today: HTTP (TF Serving's REST API, the health endpoints and the Prometheus page) and gRPC
+(TF Serving's PredictionService and ModelService, and gRPC health). A new protocol adds its
+routes or methods here and its translation in one module of its own.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
 
 from aserve._proto import monitoring_config_pb2, ssl_config_pb2
 from aserve.flags import ServerOptions
-from aserve.grpc_api import Health, TfServingApi
+from aserve.grpc_api import TfServingApi
 from aserve.grpc_server import GrpcFrontEnd
-from aserve.http import TEXT, HttpApp, HttpFrontEnd, HttpOptions, HttpRequest, HttpResponse, Route
+from aserve.health import HealthApi
+from aserve.http import (
+    TEXT,
+    HttpApp,
+    HttpFrontEnd,
+    HttpOptions,
+    HttpRequest,
+    HttpResponse,
+    Route,
+    TlsOptions,
+    bind,
+)
 from aserve.metrics import Metrics
 from aserve.rest import RestApi
 from aserve.service import Service
@@ -46,26 +54,25 @@ class FrontEnd(Protocol):
     async def stop(self, deadline: float) -> None: ...
 
 
-@dataclass
-class FrontEnds:
-    listeners: list[FrontEnd] = field(default_factory=list)
-    # long-lived tasks the protocols need, by name, for the supervisor
-    background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
+async def build(options: ServerOptions, service: Service, metrics: Metrics) -> list[FrontEnd]:
+    """Every front end the flags ask for, REST's socket bound; StartupError if one fails.
 
-
-async def build(options: ServerOptions, service: Service, metrics: Metrics) -> FrontEnds:
-    """Every front end the flags ask for, listening sockets bound; StartupError if one fails."""
-    built = FrontEnds()
-    http = await _http(options, service, metrics)
+    None listens yet: each starts listening in its ``start``.
+    """
+    health = HealthApi(service)
+    front_ends: list[FrontEnd] = []
+    http = await _http(options, service, metrics, health)
     if http is not None:
-        built.listeners.append(http)
-    grpc_front_end = await _grpc(options, service, built)
+        front_ends.append(http)
+    grpc_front_end = await _grpc(options, service, health)
     if grpc_front_end is not None:
-        built.listeners.append(grpc_front_end)
-    return built
+        front_ends.append(grpc_front_end)
+    return front_ends
 
 
-async def _http(options: ServerOptions, service: Service, metrics: Metrics) -> HttpFrontEnd | None:
+async def _http(
+    options: ServerOptions, service: Service, metrics: Metrics, health: HealthApi
+) -> HttpFrontEnd | None:
     metrics_path = await _prometheus_path(options)
     if options.rest_api_port == 0:
         if metrics_path is not None:
@@ -74,9 +81,12 @@ async def _http(options: ServerOptions, service: Service, metrics: Metrics) -> H
     if options.rest_api_port == options.port:
         log.error("--rest_api_port equals --port (%d): REST API disabled", options.port)
         return None
-    routes = RestApi(service, timeout_ms=options.rest_api_timeout_in_ms).routes()
+    routes = [
+        *RestApi(service, timeout_ms=options.rest_api_timeout_in_ms).routes(),
+        *health.routes(),
+    ]
     if metrics_path is not None:
-        routes.append(Route(metrics_path, _page(metrics.render, api="metrics")))
+        routes.append(Route(metrics_path, _page(metrics.render, api="metrics"), access="metrics"))
     app = HttpApp(
         service,
         routes,
@@ -85,31 +95,37 @@ async def _http(options: ServerOptions, service: Service, metrics: Metrics) -> H
             cors=options.rest_api_enable_cors_support,
         ),
     )
-    return HttpFrontEnd(app, _listen(options.rest_api_host, options.rest_api_port))
+    host, port = options.rest_api_host, options.rest_api_port
+    try:
+        sock = bind(host, port)
+    except OSError as e:
+        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    tls = None
+    if options.rest_api_ssl_certfile:
+        tls = TlsOptions(
+            certfile=options.rest_api_ssl_certfile,
+            keyfile=options.rest_api_ssl_keyfile,
+            client_ca_file=options.rest_api_ssl_ca_file,
+        )
+    return HttpFrontEnd(app, sock, tls=tls)
 
 
-async def _grpc(options: ServerOptions, service: Service, built: FrontEnds) -> GrpcFrontEnd | None:
+async def _grpc(options: ServerOptions, service: Service, health: HealthApi) -> GrpcFrontEnd | None:
     if not options.port and not options.grpc_socket_path:
         return None
     methods = TfServingApi(
         service, tensor_content=options.enable_serialization_as_tensor_content
     ).methods()
     if options.enable_grpc_healthcheck_service:
-        health = Health()
         methods += health.methods()
-        built.background["grpc-health"] = lambda: health.track(service)
-    front_end = GrpcFrontEnd(service, methods, options=_grpc_server_options(options))
     addresses = []
     if options.port:
         addresses.append((f"{options.grpc_host}:{options.port}", await _ssl_credentials(options)))
     if options.grpc_socket_path:
         addresses.append((f"unix:{options.grpc_socket_path}", None))
-    for address, credentials in addresses:
-        try:
-            front_end.add_port(address, credentials)
-        except (RuntimeError, OSError) as e:
-            raise StartupError(f"cannot listen on {address}: {e}") from None
-    return front_end
+    return GrpcFrontEnd(
+        service, methods, addresses=addresses, options=_grpc_server_options(options)
+    )
 
 
 async def _prometheus_path(options: ServerOptions) -> str | None:
@@ -147,14 +163,3 @@ def _grpc_server_options(options: ServerOptions) -> list[tuple[str, int | str]]:
         "grpc.max_receive_message_length": 2**31 - 1,
     }
     return list({**defaults, **given}.items())
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family, backlog=1024)
-    except OSError as e:
-        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by connections
-    sock.setblocking(False)
-    return sock

@@ -1,4 +1,4 @@
-"""TF Serving's gRPC API (PredictionService, ModelService) and gRPC health, for the service.
+"""TF Serving's gRPC API (PredictionService, ModelService), translated for the service.
 
 Each method turns its request into a neutral one, makes one service call and builds the
 response; :mod:`aserve.grpc_server` registers them, parses requests, serializes answers,
@@ -11,13 +11,11 @@ started in the worker pool yet never starts.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
-from grpc_health.v1 import health_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -40,15 +38,7 @@ from aserve.tensors import costs
 
 PREDICTION_SERVICE: Final = "tensorflow.serving.PredictionService"
 MODEL_SERVICE: Final = "tensorflow.serving.ModelService"
-HEALTH_SERVICE: Final = "grpc.health.v1.Health"
 RELOAD_RESPONSE_KEY: Final = "tensorflow.serving.reloadconfigresponse-bin"
-HEALTH_SERVICES: Final = (
-    "",
-    "PredictionService",
-    "ModelService",
-    PREDICTION_SERVICE,
-    MODEL_SERVICE,
-)
 
 
 class TfServingApi:
@@ -79,6 +69,7 @@ class TfServingApi:
                 "HandleReloadConfigRequest",
                 model_management_pb2.ReloadConfigRequest,
                 self.HandleReloadConfigRequest,
+                access="admin",
             ),
         ]
 
@@ -218,59 +209,6 @@ class _ProtoInputs:
 
     def decode(self, signature: Signature) -> dict[str, np.ndarray]:
         return {alias: _array(alias, tensor) for alias, tensor in self._tensors.items()}
-
-
-class Health:
-    """``grpc.health.v1.Health``: SERVING once every configured model has an AVAILABLE version.
-
-    Answers for the services of :data:`HEALTH_SERVICES`; any other name is NOT_FOUND
-    (Check) or SERVICE_UNKNOWN (Watch), as gRPC's own health servicer answers.
-    """
-
-    def __init__(self) -> None:
-        self._serving = False
-        self._changed = asyncio.Event()
-
-    async def track(self, service: Service) -> None:
-        """Forever: follow the service's readiness (a supervised task)."""
-        while True:
-            self.set_serving(service.ready())
-            await service.readiness_changed()
-
-    def set_serving(self, serving: bool) -> None:
-        if serving != self._serving:
-            self._serving = serving
-            self._changed.set()
-            self._changed = asyncio.Event()
-
-    def methods(self) -> list[Method]:
-        request = health_pb2.HealthCheckRequest
-        return [
-            Method(HEALTH_SERVICE, "Check", request, self.Check),
-            Method(HEALTH_SERVICE, "Watch", request, self.Watch, stream=True),
-        ]
-
-    async def Check(self, request: Any, context: Context, record: RequestRecord) -> Any:
-        if request.service not in HEALTH_SERVICES:
-            raise ServingError(Code.NOT_FOUND, "unknown service")
-        return health_pb2.HealthCheckResponse(status=self._status())
-
-    async def Watch(
-        self, request: Any, context: Context, record: RequestRecord
-    ) -> AsyncIterator[Any]:
-        if request.service not in HEALTH_SERVICES:
-            yield health_pb2.HealthCheckResponse(
-                status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-            )
-            return
-        while True:
-            changed = self._changed
-            yield health_pb2.HealthCheckResponse(status=self._status())
-            await changed.wait()
-
-    def _status(self) -> int:
-        response = health_pb2.HealthCheckResponse
-        return int(response.SERVING if self._serving else response.NOT_SERVING)
 
 
 def _servable_request(request: Any) -> ServableRequest:

@@ -52,16 +52,25 @@ class Method:
     request_type: Any
     handler: UnaryHandler | StreamHandler
     stream: bool = False
+    access: str = "predict"  # who may call it: aserve.auth.ACCESS_LEVELS
+
+
+Address = tuple[str, Any]  # ("host:port" or "unix:path", grpc.ServerCredentials or None)
 
 
 class GrpcFrontEnd:
-    """The gRPC listener: a grpc.aio server with ports added (bound) before :meth:`start`."""
+    """The gRPC listener: a grpc.aio server listening on its addresses from :meth:`start`.
+
+    grpc listens as soon as a port is added, so ports are added only when starting: before
+    that, connections are refused, not queued.
+    """
 
     def __init__(
         self,
         service: Service,
         methods: Sequence[Method],
         *,
+        addresses: Sequence[Address],
         options: Sequence[tuple[str, int | str]] = (),
     ) -> None:
         self._service = service
@@ -69,28 +78,27 @@ class GrpcFrontEnd:
         self._server.add_generic_rpc_handlers(
             (*self._handlers(methods), _Unimplemented(self._unary(_UNKNOWN)))
         )
+        self._addresses = list(addresses)
         self.port = 0
-        self.endpoints: list[str] = []
-
-    def add_port(self, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
-        """Bind ``address`` ("host:port" or "unix:path"); the port bound (0 for UNIX)."""
-        if credentials is None:
-            port = self._server.add_insecure_port(address)
-        else:
-            port = self._server.add_secure_port(address, credentials)
-        if port == 0 and not address.startswith("unix:"):
-            raise OSError("the address is not available")
-        if not address.startswith("unix:"):
-            self.port = port
-            address = f"{address.rpartition(':')[0]}:{port}"
-        self.endpoints.append(f"gRPC on {address}")
-        return int(port)
-
-    @property
-    def endpoint(self) -> str:
-        return ", ".join(self.endpoints)
+        self.endpoint = ", ".join(f"gRPC on {address}" for address, _ in addresses)
 
     async def start(self) -> None:
+        """Listen on every address (OSError if one cannot be bound), then serve."""
+        endpoints = []
+        for address, credentials in self._addresses:
+            try:
+                if credentials is None:
+                    port = self._server.add_insecure_port(address)
+                else:
+                    port = self._server.add_secure_port(address, credentials)
+            except RuntimeError as e:
+                raise OSError(f"cannot listen on {address}: {e}") from None
+            if not address.startswith("unix:"):
+                if port == 0:
+                    raise OSError(f"cannot listen on {address}")
+                self.port, address = port, f"{address.rpartition(':')[0]}:{port}"
+            endpoints.append(f"gRPC on {address}")
+        self.endpoint = ", ".join(endpoints)
         await self._server.start()
 
     async def stop(self, deadline: float) -> None:
@@ -109,9 +117,12 @@ class GrpcFrontEnd:
         service, handler, api = self._service, method.handler, method.name
         parse = method.request_type.FromString
 
+        access = method.access
+
         async def call(data: bytes, context: Context) -> bytes:
-            record = _begin(service, context, api, data)
+            record, authorization = _begin(service, context, api, data)
             try:
+                service.authorize(record, access, authorization)
                 cost = len(data) * costs.PROTO_DECODE_US_PER_BYTE / 2  # half parsing
                 request = await service.transcode(cost, _parse, parse, data)
                 response = await handler(request, context, record)  # type: ignore[misc]
@@ -129,9 +140,12 @@ class GrpcFrontEnd:
         service, handler, api = self._service, method.handler, method.name
         parse = method.request_type.FromString
 
+        access = method.access
+
         async def call(data: bytes, context: Context) -> AsyncIterator[bytes]:
-            record = _begin(service, context, api, data)
+            record, authorization = _begin(service, context, api, data, tracked=False)
             try:
+                service.authorize(record, access, authorization)
                 request = _parse(parse, data)
                 async for response in handler(request, context, record):  # type: ignore[union-attr]
                     answer = response.SerializeToString()
@@ -144,15 +158,21 @@ class GrpcFrontEnd:
         return grpc.unary_stream_rpc_method_handler(call)
 
 
-def _begin(service: Service, context: Context, api: str, data: bytes) -> RequestRecord:
-    request_id = ""
+def _begin(
+    service: Service, context: Context, api: str, data: bytes, *, tracked: bool = True
+) -> tuple[RequestRecord, bytes]:
+    """The call's record, and the value of its ``authorization`` metadata (b"" if none)."""
+    request_id, authorization = "", b""
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id":
             request_id = value
-            break
-    record = service.begin("grpc", request_id=request_id, peer=context.peer(), bytes_in=len(data))
+        elif key == "authorization":
+            authorization = value.encode("latin-1", "replace")
+    record = service.begin(
+        "grpc", request_id=request_id, peer=context.peer(), bytes_in=len(data), tracked=tracked
+    )
     record.api = api
-    return record
+    return record, authorization
 
 
 async def _fail(

@@ -29,6 +29,7 @@ import contextlib
 import gzip
 import re
 import socket
+import ssl as _ssl
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -64,12 +65,25 @@ class HttpOptions:
 
 
 class HttpResponse:
-    __slots__ = ("status", "body", "content_type")
+    __slots__ = ("status", "body", "content_type", "headers")
 
-    def __init__(self, body: bytes, *, status: int = 200, content_type: bytes = JSON) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        status: int = 200,
+        content_type: bytes = JSON,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
+        self.headers = headers
+
+    @classmethod
+    def error(cls, error: ServingError) -> HttpResponse:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers]
+        return cls(tensors.error_json(error.message), status=http_status_of(error), headers=headers)
 
 
 class HttpRequest:
@@ -118,6 +132,7 @@ class HttpRequest:
             Code.RESOURCE_EXHAUSTED,
             f"Request body exceeds the limit of {self._limit} bytes (--rest_api_max_body_bytes)",
             http=413,
+            refused="too_large",
         )
 
 
@@ -129,16 +144,17 @@ class Route:
     path: str
     handler: Handler
     prefix: bool = False  # match every path that starts with ``path`` (without case)
+    access: str = "predict"  # who may call it: aserve.auth.ACCESS_LEVELS
 
 
 class HttpApp:
-    """The ASGI application: records, routes, renders errors, adds CORS headers."""
+    """The ASGI application: records, routes, authorizes, renders errors, adds headers."""
 
     def __init__(self, service: Service, routes: Sequence[Route], options: HttpOptions) -> None:
         self.service = service
         self.options = options
-        self._exact = {r.path: r.handler for r in routes if not r.prefix}
-        self._prefixes = [(r.path.lower(), r.handler) for r in routes if r.prefix]
+        self._exact = {r.path: r for r in routes if not r.prefix}
+        self._prefixes = [(r.path.lower(), r) for r in routes if r.prefix]
         self._extra_headers = _CORS_HEADERS if options.cors else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,11 +176,11 @@ class HttpApp:
                 record.http_status = http_status_of(error)
                 service.finish(record)
                 raise
-            response = HttpResponse(tensors.error_json(error.message), status=http_status_of(error))
+            response = HttpResponse.error(error)
         record.http_status = response.status
         record.bytes_out = len(response.body)
         service.finish(record)  # before answering: a client may read the metrics right after
-        await self._send(send, response)
+        await self._send(send, response, record.request_id)
 
     async def _respond(self, request: HttpRequest) -> HttpResponse:
         if request.method == "OPTIONS":
@@ -172,20 +188,27 @@ class HttpApp:
             origin = request.header(b"origin").decode("latin-1")
             status = 200 if _ORIGIN.fullmatch(origin) else 400
             return HttpResponse(b"", status=status, content_type=b"")
-        return await self._handler(request.path)(request)
+        route = self._route(request.path)
+        self.service.authorize(request.record, route.access, request.header(b"authorization"))
+        return await route.handler(request)
 
-    def _handler(self, path: str) -> Handler:
-        handler = self._exact.get(path)
-        if handler is not None:
-            return handler
+    def _route(self, path: str) -> Route:
+        route = self._exact.get(path)
+        if route is not None:
+            return route
         lowered = path.lower()
-        for prefix, handler in self._prefixes:
+        for prefix, route in self._prefixes:
             if lowered.startswith(prefix):
-                return handler
-        return _not_found
+                return route
+        return _UNKNOWN
 
-    async def _send(self, send: Send, response: HttpResponse) -> None:
-        headers = [(b"content-length", str(len(response.body)).encode()), *self._extra_headers]
+    async def _send(self, send: Send, response: HttpResponse, request_id: str) -> None:
+        headers = [
+            (b"content-length", str(len(response.body)).encode()),
+            (b"x-request-id", request_id.encode("latin-1", "replace")),
+            *self._extra_headers,
+            *response.headers,
+        ]
         if response.content_type:
             headers.append((b"content-type", response.content_type))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -196,10 +219,29 @@ async def _not_found(request: HttpRequest) -> HttpResponse:
     raise ServingError(Code.NOT_FOUND, f"Not found: {request.method} {request.path}")
 
 
-class HttpFrontEnd:
-    """The REST listener: uvicorn (httptools parser) serving one app on a bound socket."""
+_UNKNOWN: Final = Route("", _not_found)
 
-    def __init__(self, app: HttpApp, sock: socket.socket) -> None:
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    certfile: str
+    keyfile: str
+    client_ca_file: str = ""  # clients must present a certificate signed by it (mTLS)
+
+
+class HttpFrontEnd:
+    """The REST listener: uvicorn (httptools parser) serving one app on a bound socket.
+
+    The socket is bound when built (so a taken port fails start-up at once) and listens only
+    from :meth:`start`: before that, connections are refused, not queued.
+    """
+
+    def __init__(self, app: HttpApp, sock: socket.socket, *, tls: TlsOptions | None = None) -> None:
+        ssl: dict[str, Any] = {}
+        if tls is not None:
+            ssl = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
+            if tls.client_ca_file:
+                ssl |= {"ssl_ca_certs": tls.client_ca_file, "ssl_cert_reqs": _ssl.CERT_REQUIRED}
         config = uvicorn.Config(
             app,
             http="httptools",
@@ -208,12 +250,13 @@ class HttpFrontEnd:
             log_config=None,
             server_header=False,
             timeout_keep_alive=75,
+            **ssl,
         )
         self._server = _Uvicorn(config)
         self._socket = sock
         self._task: asyncio.Task[None] | None = None
         host, self.port = sock.getsockname()[:2]
-        self.endpoint = f"REST on {host}:{self.port}"
+        self.endpoint = f"REST{'S' if tls else ''} on {host}:{self.port}"
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
@@ -223,12 +266,33 @@ class HttpFrontEnd:
             self._task.result()  # raises what stopped it
 
     async def stop(self, deadline: float) -> None:
-        """Stop accepting; let requests in flight finish until ``deadline`` (loop time)."""
+        """Refuse new connections now; close keep-alive connections after their current
+        response (``Connection: close``); let requests in flight finish until ``deadline``
+        (loop time)."""
+        for server in self._server.servers:
+            server.close()  # at once: uvicorn itself notices should_exit only every 0.1 s
+        for connection in list(self._server.server_state.connections):
+            connection.shutdown()
         remaining = deadline - asyncio.get_running_loop().time()
         self._server.config.timeout_graceful_shutdown = max(remaining, 0.0)  # type: ignore[assignment]
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``, not yet listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by connections
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 class _Uvicorn(uvicorn.Server):

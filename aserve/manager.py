@@ -30,6 +30,7 @@ from aserve.harness import Harness, State
 from aserve.ids import ServableId
 from aserve.monitor import Monitor
 from aserve.policy import Action, VersionSnapshot, next_action
+from aserve.records import Observers, StateRecord
 from aserve.registry import Registry, Servable
 
 log = logging.getLogger("aserve.manager")
@@ -55,10 +56,12 @@ class Manager:
         monitor: Monitor,
         retry: RetryPolicy = RetryPolicy(),
         reclaim: ReclaimFn | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self._load_fn = load
         self._unload_fn = unload
         self._reclaim = reclaim
+        self._observers = observers or Observers()
         self._registry = registry
         self._monitor = monitor
         self._retry = retry
@@ -236,6 +239,17 @@ class Manager:
         if harness.state is State.NEW:
             log.info("%s: START (%s)", harness.id, harness.path)
             return
+        error = harness.error.message if harness.error is not None else None
+        self._observers.state_changed(
+            StateRecord(
+                harness.id.name,
+                harness.id.version,
+                before.public.name,
+                harness.state.public.name,
+                elapsed,
+                error,
+            )
+        )
         line = (
             f"{harness.id}: {before.public.name} -> {harness.state.public.name} in {elapsed:.1f} s"
         )

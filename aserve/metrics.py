@@ -27,11 +27,11 @@ import asyncio
 import bisect
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final
 
 from aserve.errors import Code
-from aserve.records import BatchRecord, LoadRecord, RequestRecord
+from aserve.records import BatchRecord, LoadRecord, RequestRecord, StateRecord
 
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 COUNT_BUCKETS = tuple(float(2**i) for i in range(15))  # 1, 2, 4, ..., 16384
@@ -109,6 +109,21 @@ class Histogram:
             yield f"{name}_count{labels} {cell[-1]:.0f}"
 
 
+class Gauge:
+    """A value read when the page is rendered, from ``source`` (label values -> value)."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.labels = tuple(labels)
+        self.source: Callable[[], Mapping[Labels, float]] = dict
+
+    def lines(self, name: str) -> Iterator[str]:
+        for values, value in sorted(self.source().items()):
+            yield f"{name}{_labels(self.labels, values)} {_number(float(value))}"
+
+
 class Metrics:
     """Every metric the server records."""
 
@@ -136,10 +151,26 @@ class Metrics:
         )
         self.load_latency = Counter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
         self.event_loop_lag = Histogram("/aserve/event_loop_lag", (), LATENCY_BUCKETS_US)
+        self.batches = Counter("/aserve/batching/batches", ("model_name", "cut"))
+        self.requests_refused = Counter("/aserve/requests_refused", ("reason", "protocol"))
+        self.model_loads = Counter("/aserve/model_loads", ("model_name", "outcome"))
+        self.model_load_latency = Histogram(
+            "/aserve/model_load_latency", ("model_name",), LATENCY_BUCKETS_US
+        )
+        self.model_unloads = Counter("/aserve/model_unloads", ("model_name",))
+        self.model_unload_latency = Histogram(
+            "/aserve/model_unload_latency", ("model_name",), LATENCY_BUCKETS_US
+        )
+        # read from the running server when the page renders (the server sets the sources)
+        self.requests_in_flight = Gauge("/aserve/requests_in_flight", ("model_name",))
+        self.queue_depth = Gauge("/aserve/queue_depth", ("model_name",))
+        self.servable_state = Gauge("/aserve/servable_state", ("model_name", "version", "state"))
 
     # -- observer -------------------------------------------------------------------------
 
     def request_finished(self, record: RequestRecord) -> None:
+        if record.refused:
+            self.requests_refused.inc(record.refused, record.protocol)
         model, api = record.model, record.api
         if not model or (record.protocol == "grpc" and api not in _COUNTED_GRPC):
             return
@@ -160,6 +191,16 @@ class Metrics:
         for seconds in record.queued:
             self.queuing_latency.observe(seconds * 1e6, record.pool)
         self.batch_size.observe(record.size, record.model)
+        self.batches.inc(record.model, record.cut)
+
+    def state_changed(self, record: StateRecord) -> None:
+        if record.before == "LOADING":
+            outcome = "available" if record.after == "AVAILABLE" else "failed"
+            self.model_loads.inc(record.model, outcome)
+            self.model_load_latency.observe(record.seconds * 1e6, record.model)
+        elif record.before == "UNLOADING":
+            self.model_unloads.inc(record.model)
+            self.model_unload_latency.observe(record.seconds * 1e6, record.model)
 
     def load_finished(self, record: LoadRecord) -> None:
         self.load_attempt_count.inc(record.path, "success" if record.ok else "fail")
@@ -183,8 +224,8 @@ class Metrics:
             out.extend(metric.lines(name))
         return "\n".join(out) + "\n"
 
-    def _all(self) -> list[Counter | Histogram]:
-        return [m for m in vars(self).values() if isinstance(m, Counter | Histogram)]
+    def _all(self) -> list[Counter | Histogram | Gauge]:
+        return [m for m in vars(self).values() if isinstance(m, Counter | Histogram | Gauge)]
 
 
 def prometheus_name(path: str) -> str:

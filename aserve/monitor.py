@@ -48,6 +48,9 @@ class Monitor:
         states = self._states.get(name, {})
         return {v: states[v] for v in sorted(states, reverse=True)}
 
+    def models(self) -> list[str]:
+        return list(self._states)
+
     def status(self, id: ServableId) -> VersionStatus | None:
         return self._states.get(id.name, {}).get(id.version)
 

@@ -9,8 +9,9 @@ observer, once:
     ...                                   # route, decode, run, encode: fields filled in
     service.finish(record)                # latency set; observers called
 
-Batchers report each batch they start (:class:`BatchRecord`) and the server core each load
-attempt (:class:`LoadRecord`) the same way. An observer implements the ``*_finished`` /
+Batchers report each batch they start (:class:`BatchRecord`), the server core each load
+attempt (:class:`LoadRecord`) and the manager each version's state change
+(:class:`StateRecord`) the same way. An observer implements the ``*_finished`` /
 ``batch_started`` methods it cares about; Prometheus metrics are one observer, the access
 log another. An observer that raises is logged and never fails the request.
 """
@@ -49,6 +50,7 @@ class RequestRecord:
         "api",
         "peer",
         "started",
+        "wall",
         "model",
         "version",
         "label",
@@ -61,6 +63,7 @@ class RequestRecord:
         "examples",
         "bytes_in",
         "bytes_out",
+        "refused",
     )
 
     def __init__(self, protocol: str, request_id: str, peer: str, bytes_in: int) -> None:
@@ -69,6 +72,7 @@ class RequestRecord:
         self.api = ""
         self.peer = peer
         self.started = time.perf_counter()
+        self.wall = time.time()  # when it arrived, for logs
         self.model = ""  # the model the request named
         self.version: int | None = None  # the version that served it
         self.label: str | None = None
@@ -81,6 +85,7 @@ class RequestRecord:
         self.examples = 0  # tf.Examples (Classify, Regress, MultiInference)
         self.bytes_in = bytes_in
         self.bytes_out = 0
+        self.refused = ""  # why the server refused it, if it did: "overloaded", "shutdown", ...
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -99,6 +104,18 @@ class BatchRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class StateRecord:
+    """One version changed its public state (START, LOADING, AVAILABLE, UNLOADING, END)."""
+
+    model: str
+    version: int
+    before: str
+    after: str
+    seconds: float  # how long it was in ``before``
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LoadRecord:
     """One attempt to load a SavedModel."""
 
@@ -114,6 +131,7 @@ class Observers:
         self._requests = _methods(observers, "request_finished")
         self._batches = _methods(observers, "batch_started")
         self._loads = _methods(observers, "load_finished")
+        self._states = _methods(observers, "state_changed")
 
     def request_finished(self, record: RequestRecord) -> None:
         _notify(self._requests, record)
@@ -123,6 +141,9 @@ class Observers:
 
     def load_finished(self, record: LoadRecord) -> None:
         _notify(self._loads, record)
+
+    def state_changed(self, record: StateRecord) -> None:
+        _notify(self._states, record)
 
 
 def _methods(observers: Sequence[object], name: str) -> list[Callable[[Any], None]]:

@@ -145,6 +145,10 @@ class Registry:
     def acquire(self, request: ServableRequest) -> Handle:
         return Handle(self.resolve(request))
 
+    def servables(self) -> list[Servable]:
+        """Every published (AVAILABLE) version of every model."""
+        return [s for view in self._models.values() for s in view.versions.values()]
+
     def labels(self, name: str) -> Mapping[str, int]:
         return self._view(name).labels
 

@@ -25,9 +25,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from aserve import frontends, memory
+from aserve import auth, frontends, logs, memory
 from aserve._proto import batching_parameters_pb2
 from aserve.batching import BatchingOptions, BatchingRunner, DirectRunner, Runner, version_options
 from aserve.config import ServingConfig, parse_model_server_config, single_model
@@ -56,7 +57,7 @@ class Server:
         self.core: ServerCore | None = None
         self.metrics = Metrics()
         self.supervisor: Supervisor | None = None
-        self._observers = Observers([self.metrics, *observers])
+        self._observers: list[object] = [self.metrics, *observers]
 
     async def serve(
         self,
@@ -73,14 +74,49 @@ class Server:
         for flag in options.ignored_flags:
             log.warning("--%s is accepted for compatibility but has no effect yet", flag)
         config, config_text = await self._initial_config()
+        parts = await self._build()
+        try:
+            parts.front_ends = await frontends.build(options, parts.service, self.metrics)
+            if options.listen_before_load:
+                await parts.start_listening()
+            with one_line_errors():
+                await parts.core.start(config)
+            self._supervise(parts, config_text)
+            if not options.listen_before_load:  # TF Serving's order: models first, then ports
+                await _first(
+                    parts.core.wait_settled(config.models),
+                    stop.wait(),
+                    parts.supervisor.failed.wait(),
+                )
+                if not stop.is_set() and not parts.supervisor.failed.is_set():
+                    await parts.start_listening()
+            if parts.started:
+                log.info("aserve ready: %s", ", ".join(f.endpoint for f in parts.started))
+                if on_ready is not None:
+                    on_ready()
+            await _first(stop.wait(), parts.supervisor.failed.wait())
+        finally:
+            await self._shut_down(parts)
+        if parts.supervisor.failure is not None:
+            raise parts.supervisor.failure
+
+    async def _build(self) -> _Parts:
+        """Pools, supervisor, core and service, with the observers and the authenticator."""
+        options = self.options
         batching = await self._batching_options()
         session_config = await self._session_config()
-        observers = self._observers
         pool = WorkerPool(
             workers=options.num_worker_threads,
             load_threads=options.num_load_threads,
             unload_threads=options.num_unload_threads,
         )
+        access_log = None
+        if options.access_log:
+            try:
+                access_log = logs.AccessLog(options.access_log, log_format=options.log_format)
+            except OSError as e:
+                raise StartupError(f"cannot open --access_log={options.access_log}: {e}") from None
+        observers = Observers([*self._observers, *([access_log] if access_log else [])])
         supervisor = self.supervisor = Supervisor()
         core = self.core = ServerCore(
             options=_core_options(options),
@@ -90,64 +126,72 @@ class Server:
             make_runner=_runner_factory(batching, pool, observers, supervisor),
             observers=observers,
         )
+        tokens = [auth.Tokens(p) for p in (options.auth_token_file, options.admin_token_file) if p]
+        for file in tokens:
+            if not await pool.io(file.reload_if_changed):
+                raise StartupError(f"cannot read the token file {file.path}")
+        by_path = {file.path: file for file in tokens}
+        authenticator = auth.Authenticator(
+            tokens=by_path.get(options.auth_token_file),
+            admin=by_path.get(options.admin_token_file),
+            protect_metrics=options.auth_metrics,
+        )
         service = Service(
             core=core,
             pool=pool,
             observers=observers,
+            authenticator=authenticator,
             options=ServiceOptions(
                 check_method_name=options.enable_signature_method_name_check,
                 offload_us=options.codec_offload_us,
             ),
         )
-        built = frontends.FrontEnds()
-        try:
-            built = await frontends.build(options, service, self.metrics)
-            for front_end in built.listeners:
-                await front_end.start()
-            await core.start(config)
-            self._supervise(supervisor, core, built, config_text)
-            log.info("aserve ready: %s", _endpoints(built))
-            if on_ready is not None:
-                on_ready()
-            await _first(stop.wait(), supervisor.failed.wait())
-            log.info("shutting down")
-        finally:
-            await self._shut_down(core, built, supervisor, pool)
-        if supervisor.failure is not None:
-            raise supervisor.failure
+        _watch_state(self.metrics, service, core)
+        return _Parts(pool, supervisor, core, service, tokens, access_log)
 
-    def _supervise(
-        self,
-        supervisor: Supervisor,
-        core: ServerCore,
-        built: frontends.FrontEnds,
-        config_text: str,
-    ) -> None:
-        options = self.options
-        supervisor.spawn(memory.freeze_heap_after_loads(core.monitor), name="heap-freezer")
+    def _supervise(self, parts: _Parts, config_text: str) -> None:
+        options, supervisor = self.options, parts.supervisor
+        supervisor.spawn(memory.freeze_heap_after_loads(parts.core.monitor), name="heap-freezer")
         supervisor.spawn(self.metrics.sample_event_loop_lag(), name="loop-lag-sampler")
-        for name, task in built.background.items():
-            supervisor.spawn(task(), name=name)
+        if parts.tokens:
+            supervisor.spawn(auth.watch(parts.tokens, parts.pool.io), name="token-watcher")
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-            watch = core.watch_config_file(
+            watch = parts.core.watch_config_file(
                 options.model_config_file, options.model_config_file_poll_wait_seconds, config_text
             )
             supervisor.spawn(watch, name="config-watcher")
 
-    async def _shut_down(
-        self,
-        core: ServerCore,
-        built: frontends.FrontEnds,
-        supervisor: Supervisor,
-        pool: WorkerPool,
-    ) -> None:
-        """Every front end stops at once, then unloading gets what is left of the one grace."""
-        core.drain()
-        deadline = asyncio.get_running_loop().time() + self.options.shutdown_grace_seconds
-        await asyncio.gather(*(f.stop(deadline) for f in built.listeners))
-        await supervisor.cancel()
-        await core.shutdown(deadline)
-        pool.shutdown()
+    async def _shut_down(self, parts: _Parts) -> None:
+        """Drain, in order, all within --shutdown_grace_seconds of the stop:
+
+        1. not ready at once (REST 503, gRPC health NOT_SERVING);
+        2. --drain_delay_seconds of normal serving, for load balancers to notice;
+        3. every front end refuses new connections at once (keep-alive connections close
+           after their current response, gRPC sends GOAWAY);
+        4. requests accepted before that finish; what still runs shortly before the
+           deadline is cancelled with UNAVAILABLE / HTTP 503;
+        5. background tasks stop, versions unload with what is left of the time.
+        """
+        options, loop = self.options, asyncio.get_running_loop()
+        deadline = loop.time() + options.shutdown_grace_seconds
+        parts.core.drain()
+        if parts.started and options.drain_delay_seconds > 0:
+            log.info("draining: not ready; serving %g s more", options.drain_delay_seconds)
+            await asyncio.sleep(options.drain_delay_seconds)
+        log.info(
+            "shutting down: refusing new connections, %d request(s) in flight",
+            parts.service.in_flight,
+        )
+        margin = min(_ABORT_MARGIN_S, options.shutdown_grace_seconds / 10)
+        abort = loop.call_at(deadline - margin, _abort_in_flight, parts.service)
+        await asyncio.gather(*(f.stop(deadline) for f in parts.started))
+        abort.cancel()
+        await parts.supervisor.cancel()
+        await parts.core.shutdown(deadline)
+        parts.pool.shutdown()
+        if parts.access_log is not None:
+            parts.access_log.close()
+        log.info("stopped")
 
     async def _initial_config(self) -> tuple[ServingConfig, str]:
         options = self.options
@@ -180,15 +224,59 @@ class Server:
         )
 
 
+_ABORT_MARGIN_S = 0.5  # requests still running this long before the deadline are cancelled
+
+
+@dataclass
+class _Parts:
+    """What one serve() built, for starting and stopping it."""
+
+    pool: WorkerPool
+    supervisor: Supervisor
+    core: ServerCore
+    service: Service
+    tokens: list[auth.Tokens]
+    access_log: logs.AccessLog | None
+    front_ends: list[frontends.FrontEnd] = field(default_factory=list)
+    started: list[frontends.FrontEnd] = field(default_factory=list)
+
+    async def start_listening(self) -> None:
+        for front_end in self.front_ends:
+            try:
+                await front_end.start()
+            except OSError as e:
+                raise StartupError(str(e)) from None
+            self.started.append(front_end)
+
+
+def _watch_state(metrics: Metrics, service: Service, core: ServerCore) -> None:
+    """The gauges read the running server when the metrics page renders."""
+
+    def states() -> dict[tuple[str, ...], float]:
+        return {
+            (name, str(version), status.state.name): 1
+            for name in core.monitor.models()
+            for version, status in core.monitor.versions(name).items()
+        }
+
+    in_flight = service.in_flight_by_model
+    metrics.requests_in_flight.source = lambda: {(m,): n for m, n in in_flight().items() if m}
+    metrics.queue_depth.source = lambda: {(m,): n for m, n in core.queue_depths().items()}
+    metrics.servable_state.source = states
+
+
+def _abort_in_flight(service: Service) -> None:
+    count = service.abort_in_flight()
+    if count:
+        log.warning(
+            "shutdown deadline: %d request(s) still running, answered UNAVAILABLE / HTTP 503",
+            count,
+        )
+
+
 def run(options: ServerOptions) -> int:
     """Run the server until SIGINT/SIGTERM; return the process exit status."""
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("uvicorn.error", "tensorflow"):  # aserve logs its own start-up and loads
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(options.log_level, options.log_format)
     import uvloop
 
     try:
@@ -241,6 +329,7 @@ def _core_options(options: ServerOptions) -> CoreOptions:
         retry=RetryPolicy(
             max_retries=options.max_num_load_retries, interval_seconds=max(interval, 0)
         ),
+        allowed_roots=tuple(os.path.realpath(root) for root in options.allowed_model_roots),
     )
 
 
@@ -305,11 +394,17 @@ async def _first(*waits: Any) -> None:
             task.cancel()
 
 
-def _endpoints(built: frontends.FrontEnds) -> str:
-    return ", ".join(f.endpoint for f in built.listeners) or "no listeners"
-
-
 def _install_signal_handlers(stop: asyncio.Event) -> None:
+    """The first SIGTERM or SIGINT starts the drain; a second one exits at once, status 1."""
     loop = asyncio.get_running_loop()
+
+    def handle(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.error("second %s during shutdown: exiting now", sig.name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s: shutting down", sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, handle, sig)

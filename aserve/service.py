@@ -34,6 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from aserve import inference
+from aserve.auth import Authenticator
 from aserve.core import ServerCore
 from aserve.errors import Code, ServingError, not_found
 from aserve.ids import ServableRequest
@@ -117,29 +118,58 @@ class Service:
         core: ServerCore,
         pool: WorkerPool,
         observers: Observers | None = None,
+        authenticator: Authenticator | None = None,
         options: ServiceOptions = ServiceOptions(),
     ) -> None:
         self.core = core
         self._pool = pool
         self._observers = observers or Observers()
+        self._auth = authenticator or Authenticator()
         self._check_method = options.check_method_name
         self._offload_us = options.offload_us
+        self._in_flight: dict[RequestRecord, asyncio.Task[Any] | None] = {}
+        self._idle = asyncio.Event()
+        self._aborting = False
 
     # -- the record of every request -----------------------------------------------------
 
     def begin(
-        self, protocol: str, *, request_id: str = "", peer: str = "", bytes_in: int = 0
+        self,
+        protocol: str,
+        *,
+        request_id: str = "",
+        peer: str = "",
+        bytes_in: int = 0,
+        tracked: bool = True,
     ) -> RequestRecord:
-        return RequestRecord(protocol, request_id or new_request_id(), peer, bytes_in)
+        """A new request's record. A tracked request counts as in flight until it finishes
+        (a shutdown waits for it); long-lived streams are not tracked."""
+        record = RequestRecord(protocol, request_id or new_request_id(), peer, bytes_in)
+        if tracked:
+            self._in_flight[record] = asyncio.current_task()
+        return record
+
+    def authorize(self, record: RequestRecord, access: str, authorization: bytes) -> None:
+        """Refuse the request (UNAUTHENTICATED / PERMISSION_DENIED) unless its credentials
+        grant ``access`` (see :mod:`aserve.auth`)."""
+        self._auth.check(access, authorization)
 
     def failed(self, record: RequestRecord, error: BaseException) -> ServingError:
         """What the client is told about ``error``; also the record's status.
 
-        A ServingError is itself; a cancelled request (its client left) is CANCELLED;
-        anything else is a bug: logged with its traceback, answered INTERNAL.
+        A ServingError is itself; a cancelled request is CANCELLED (its client left), or
+        UNAVAILABLE when the shutdown deadline cut it short; anything else is a bug: logged
+        with its traceback, answered INTERNAL.
         """
         if isinstance(error, ServingError):
             serving = error
+        elif isinstance(error, asyncio.CancelledError) and self._aborting:
+            serving = ServingError(
+                Code.UNAVAILABLE,
+                "The server is shutting down: the request did not finish within "
+                "--shutdown_grace_seconds",
+                refused="shutdown",
+            )
         elif isinstance(error, asyncio.CancelledError):
             serving = ServingError(Code.CANCELLED, "Request cancelled")
         else:
@@ -147,12 +177,45 @@ class Service:
             serving = ServingError(
                 Code.INTERNAL, f"Internal error: {type(error).__name__}: {error}"
             )
-        record.code = serving.code
+        record.code, record.refused = serving.code, serving.refused
         return serving
 
     def finish(self, record: RequestRecord) -> None:
         record.latency = time.perf_counter() - record.started
+        if self._in_flight.pop(record, False) is not False and not self._in_flight:
+            self._idle.set()
         self._observers.request_finished(record)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def in_flight_by_model(self) -> dict[str, int]:
+        """Tracked requests in flight, per model they name ("" before routing)."""
+        counts: dict[str, int] = {}
+        for record in self._in_flight:
+            counts[record.model] = counts.get(record.model, 0) + 1
+        return counts
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Until no tracked request is in flight, or ``timeout`` s; whether it became idle."""
+        while self._in_flight:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), max(timeout, 0.0))
+            except TimeoutError:
+                return not self._in_flight
+        return True
+
+    def abort_in_flight(self) -> int:
+        """Cancel every request still in flight; each answers UNAVAILABLE. How many."""
+        self._aborting = True
+        tasks = {task for task in self._in_flight.values() if task is not None}
+        for task in tasks:
+            task.cancel()
+        return len(self._in_flight)
 
     async def transcode(self, cost_us: float, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``: inline when it costs little, in a codec thread when it costs more
@@ -239,6 +302,14 @@ class Service:
     def ready(self) -> bool:
         """Every configured model has an AVAILABLE version, and the server is not draining."""
         return self.core.ready()
+
+    @property
+    def draining(self) -> bool:
+        return self.core.draining
+
+    def not_ready(self) -> dict[str, str]:
+        """Why each model that is not ready is not (model -> reason)."""
+        return self.core.not_ready()
 
     async def readiness_changed(self) -> None:
         """Return once readiness may have changed."""

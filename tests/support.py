@@ -18,6 +18,8 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -191,3 +193,85 @@ def run_server(
         assert not thread.is_alive(), "server thread did not stop"
         if "error" in box:
             raise box["error"]
+
+
+class AserveProcess:
+    """``python -m aserve`` as a child process on free loopback ports, its stderr collected.
+
+    with AserveProcess("--model_name=m", f"--model_base_path={path}") as process:
+        process.wait_for_log("m version 1: LOADING -> AVAILABLE")
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    """
+
+    def __init__(self, *args: str) -> None:
+        self.rest_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.rest_port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        argv = [
+            sys.executable,
+            "-m",
+            "aserve",
+            "--host=127.0.0.1",
+            f"--rest_api_port={self.rest_port}",
+            f"--port={self.grpc_port}",
+            *args,
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_log(self, text: str, timeout: float = 90) -> None:
+        wait_until(
+            lambda: text in self.log or self.process.poll() is not None,
+            timeout,
+            f"{text!r} in the log",
+        )
+        assert text in self.log, f"exited with {self.process.returncode}:\n{self.log}"
+
+    def wait_until_listening(self, timeout: float = 90) -> None:
+        """Until both the REST and the gRPC port accept connections."""
+
+        def listening(port: int) -> bool:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=1),
+            ):
+                return True
+            assert self.process.poll() is None, self.log
+            return False
+
+        for port in (self.rest_port, self.grpc_port):
+            wait_until(lambda port=port: listening(port), timeout, f"port {port}")
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    def wait(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def __enter__(self) -> AserveProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        self._reader.join(10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()

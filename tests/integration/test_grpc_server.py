@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,16 +10,14 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_management_pb2, model_pb2, predict_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from aserve._proto import ssl_config_pb2
+from certs import certificate, pem
 from support import (
     HALF_PLUS_THREE,
     HALF_PLUS_TWO,
@@ -114,55 +110,15 @@ def test_health_is_not_serving_until_the_models_are_available(tmp_path: Path) ->
         assert {status(s) for s in services} == {health_pb2.HealthCheckResponse.SERVING}
 
 
-def _certificate(
-    name: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
-def _pem(item: x509.Certificate | ec.EllipticCurvePrivateKey) -> bytes:
-    if isinstance(item, x509.Certificate):
-        return item.public_bytes(serialization.Encoding.PEM)
-    return item.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def test_mutual_tls(tmp_path: Path) -> None:
     ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _certificate("test-ca", ca_key, None, ca=True)
-    server_cert = _certificate("localhost", server_key, (ca, ca_key))
-    client_cert = _certificate("client", client_key, (ca, ca_key))
+    ca = certificate("test-ca", ca_key, None, ca=True)
+    server_cert = certificate("localhost", server_key, (ca, ca_key))
+    client_cert = certificate("client", client_key, (ca, ca_key))
     ssl = ssl_config_pb2.SSLConfig(
-        server_key=_pem(server_key).decode(),
-        server_cert=_pem(server_cert).decode(),
-        custom_ca=_pem(ca).decode(),
+        server_key=pem(server_key).decode(),
+        server_cert=pem(server_cert).decode(),
+        custom_ca=pem(ca).decode(),
         client_verify=True,
     )
     (tmp_path / "ssl.config").write_text(text_format.MessageToString(ssl))
@@ -172,10 +128,10 @@ def test_mutual_tls(tmp_path: Path) -> None:
         f"--ssl_config_file={tmp_path / 'ssl.config'}",
     ) as server:
         server.wait_for_versions("m", {123})
-        with_cert = grpc.ssl_channel_credentials(_pem(ca), _pem(client_key), _pem(client_cert))
+        with_cert = grpc.ssl_channel_credentials(pem(ca), pem(client_key), pem(client_cert))
         with grpc.secure_channel(server.grpc_target, with_cert) as channel:
             assert list(predict(Stubs(channel), "m").outputs["y"].float_val) == [3.0]
-        without_cert = grpc.ssl_channel_credentials(_pem(ca))
+        without_cert = grpc.ssl_channel_credentials(pem(ca))
         with (
             grpc.secure_channel(server.grpc_target, without_cert) as channel,
             pytest.raises(grpc.RpcError) as info,
