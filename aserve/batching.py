@@ -36,9 +36,8 @@ import asyncio
 import collections
 import contextlib
 import functools
-import os
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,6 +45,7 @@ import numpy as np
 from aserve._proto import batching_parameters_pb2
 from aserve.batches import Feeds, Model, batch_size, compatibility, run_batch
 from aserve.config import parse_text_proto
+from aserve.cpus import usable_cpus
 from aserve.errors import Code, ServingError, invalid_argument
 from aserve.inference import Plan
 from aserve.pool import WorkerPool
@@ -105,7 +105,7 @@ class BatchingOptions:
     max_batch_size: int = 1000
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 10
-    num_batch_threads: int = os.cpu_count() or 1
+    num_batch_threads: int = field(default_factory=lambda: usable_cpus().usable)
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
     enable_large_batch_splitting: bool = False

@@ -102,10 +102,10 @@ _INT64: Final = (-(2**63), 2**63 - 1)
 
 
 def _schedulable_cpus() -> int:
-    """CPUs this process may run on (TF's ``NumSchedulableCPUs``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """CPUs this process may run on (affinity and cgroup quota; TF's NumSchedulableCPUs)."""
+    from aserve.cpus import usable_cpus  # standard library only
+
+    return usable_cpus().usable
 
 
 _CPUS: Final = _schedulable_cpus()

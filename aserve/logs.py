@@ -52,6 +52,9 @@ def setup(level: str, log_format: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.error", "tensorflow"):  # aserve logs its own start-up and loads
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # TensorFlow gives its logger a handler of its own when imported before logging is set
+    # up (it is, by the gRPC API's imports); its lines then came out twice, one not as JSON
+    logging.getLogger("tensorflow").handlers.clear()
 
 
 class JsonFormatter(logging.Formatter):

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
+
+from aserve.cpus import usable_cpus
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -83,14 +84,21 @@ def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
 
 class WorkerPool:
     def __init__(self, *, workers: int = 0, load_threads: int = 0, unload_threads: int = 0) -> None:
-        cpus = os.cpu_count() or 1
+        self.cpus = usable_cpus()
+        cpus = self.cpus.usable
         self.workers = workers or cpus
-        self._inference = _Threads(self.workers, "aserve-worker")
-        self._load = _Threads(load_threads or cpus, "aserve-load")
-        self._unload = _Threads(unload_threads or 1, "aserve-unload")
-        self._io = _Threads(2, "aserve-io")
-        # codec work is Python holding the GIL: more threads than two only queue for it
-        self._codec = _Threads(min(cpus, 2), "aserve-codec")
+        self.sizes = {
+            "inference": self.workers,
+            "load": load_threads or cpus,
+            "unload": unload_threads or 1,
+            "io": 2,
+            "codec": min(cpus, 2),  # codec work holds the GIL: more threads would only queue
+        }
+        self._inference = _Threads(self.sizes["inference"], "aserve-worker")
+        self._load = _Threads(self.sizes["load"], "aserve-load")
+        self._unload = _Threads(self.sizes["unload"], "aserve-unload")
+        self._io = _Threads(self.sizes["io"], "aserve-io")
+        self._codec = _Threads(self.sizes["codec"], "aserve-codec")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in an inference worker (where TensorFlow runs)."""

@@ -110,6 +110,8 @@ class Server:
             load_threads=options.num_load_threads,
             unload_threads=options.num_unload_threads,
         )
+        threads = ", ".join(f"{n} {name}" for name, n in pool.sizes.items())
+        log.info("CPUs: %s; threads: %s", pool.cpus, threads)
         access_log = None
         if options.access_log:
             try:
