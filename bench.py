@@ -589,6 +589,42 @@ def loop_lag_table(rows: list[tuple[str, looplag.MixedResult]]) -> str:
     return "\n".join(lines)
 
 
+def run_access_log(work: Path, args: argparse.Namespace) -> dict[tuple[str, str], list[float]]:
+    """tiny, batching, 32 connections, REST and gRPC: requests/s with the access log off and
+    on (to a file), in interleaved rounds."""
+    tiny = MODELS["tiny"]
+    if not (work / "models" / "tiny" / "1").exists():
+        build("tiny", work / "models" / "tiny" / "1")
+    variants = {"off": (), "on": (f"--access_log={work / 'access.log'}",)}
+    rates: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.peer_rounds):
+        for variant, extra in variants.items():
+            with aserve(work, [tiny], batching=True, extra=extra) as server:
+                for protocol in ("REST", "gRPC"):
+                    what = f"access log {variant} {protocol}"
+                    _, result = least_stolen(
+                        lambda protocol=protocol: load(tiny, server, protocol, 32, args),
+                        **_steal_policy(args, what),
+                    )
+                    rates.setdefault((protocol, variant), []).append(result.rps)
+    return rates
+
+
+def access_log_table(rates: dict[tuple[str, str], list[float]]) -> str:
+    lines = [
+        "## The access log's cost (tiny, batching, 32 connections)",
+        "",
+        "| protocol | log off req/s | log on req/s | on / off | rounds (off; on) |",
+        "|---|---|---|---|---|",
+    ]
+    for protocol in ("REST", "gRPC"):
+        off, on = rates[(protocol, "off")], rates[(protocol, "on")]
+        m_off, m_on = float(np.median(off)), float(np.median(on))
+        rounds = f"{', '.join(f'{r:,.0f}' for r in off)}; {', '.join(f'{r:,.0f}' for r in on)}"
+        lines.append(f"| {protocol} | {m_off:,.0f} | {m_on:,.0f} | {m_on / m_off:.2f} | {rounds} |")
+    return "\n".join(lines)
+
+
 def _swap_row(label: str, r: LoadResult) -> str:
     cells = [label, r.requests, r.errors, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.1f}"]
     return "| " + " | ".join(map(str, cells)) + " |"
@@ -627,10 +663,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
-    if args.only == "loop-lag":
-        report = loop_lag_table(run_loop_lag(work, args))
+    if args.only is not None:
+        report = (
+            loop_lag_table(run_loop_lag(work, args))
+            if args.only == "loop-lag"
+            else access_log_table(run_access_log(work, args))
+        )
         print(report)
-        (out / "bench-loop-lag.md").write_text(report + "\n")
+        (out / f"bench-{args.only}.md").write_text(report + "\n")
         shutil.rmtree(work, ignore_errors=True)
         return 0
     models = [MODELS[name] for name in args.models]
@@ -832,7 +872,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check)")
     parser.add_argument("--out", default="bench-results")
     parser.add_argument(
-        "--only", choices=["loop-lag"], help="run only this part (the mixed loop-lag run)"
+        "--only",
+        choices=["loop-lag", "access-log"],
+        help="run only this part: the mixed loop-lag run, or the access log's cost",
     )
     args = parser.parse_args(argv)
     if args.quick:
