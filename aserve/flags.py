@@ -81,6 +81,8 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "log_level",
         "shutdown_grace_seconds",
         "codec_offload_us",
+        "max_request_elements",
+        "max_request_bytes",
         "listen_before_load",
         "drain_delay_seconds",
         "access_log",
@@ -430,6 +432,18 @@ class ServerOptions:
     )
     rest_api_max_body_bytes: int = _flag(
         64 * 1024 * 1024, _BYTES, _ASERVE, "larger REST request bodies get HTTP 413"
+    )
+    max_request_elements: int = _flag(
+        2**26,
+        _BYTES,
+        _ASERVE,
+        "one request's tensors may hold this many elements; more is INVALID_ARGUMENT / 400",
+    )
+    max_request_bytes: int = _flag(
+        2**30,
+        _BYTES,
+        _ASERVE,
+        "one request's tensors may decode to this many bytes; more is RESOURCE_EXHAUSTED / 413",
     )
     num_worker_threads: int = _flag(
         0, _COUNT, _ASERVE, "TensorFlow worker-pool size; 0 = number of CPUs"

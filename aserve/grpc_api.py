@@ -35,6 +35,7 @@ from aserve.records import RequestRecord
 from aserve.service import Encoding, Examples, MultiInference, Predict, Service
 from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD, Signature
 from aserve.tensors import costs
+from aserve.tensors.budget import Budget
 
 PREDICTION_SERVICE: Final = "tensorflow.serving.PredictionService"
 MODEL_SERVICE: Final = "tensorflow.serving.ModelService"
@@ -207,8 +208,8 @@ class _ProtoInputs:
     def missing_signature(self, name: str) -> ServingError:
         return inference.missing_predict_signature(name)
 
-    def decode(self, signature: Signature) -> dict[str, np.ndarray]:
-        return {alias: _array(alias, tensor) for alias, tensor in self._tensors.items()}
+    def decode(self, signature: Signature, budget: Budget) -> dict[str, np.ndarray]:
+        return {alias: _array(alias, tensor, budget) for alias, tensor in self._tensors.items()}
 
 
 def _servable_request(request: Any) -> ServableRequest:
@@ -235,10 +236,12 @@ def _echo(target: Any, requested: Any, version: int) -> None:
     target.version.value = version
 
 
-def _array(alias: str, tensor: Any) -> Any:
+def _array(alias: str, tensor: Any, budget: Budget) -> Any:
     try:
-        return tensors.array_from_proto(tensor)
-    except ServingError:
+        return tensors.array_from_proto(tensor, budget)
+    except ServingError as e:
+        if e.refused:  # over the request budget: say so, not "parsing error"
+            raise
         raise invalid_argument(f"tensor parsing error: {alias}") from None
 
 

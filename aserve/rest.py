@@ -26,6 +26,7 @@ from aserve.ids import ServableRequest
 from aserve.service import Encoding, Examples, Predict, Service
 from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD, Signature
 from aserve.tensors import costs
+from aserve.tensors.budget import Budget
 
 _PREDICT: Final = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -129,10 +130,12 @@ class _JsonInputs:
     def missing_signature(self, name: str) -> ServingError:
         return invalid_argument(f'Serving signature name: "{name}" not found in signature def')
 
-    def decode(self, signature: Signature) -> Mapping[str, np.ndarray]:
+    def decode(self, signature: Signature, budget: Budget) -> Mapping[str, np.ndarray]:
         doc, self._doc = self._doc, None  # decoded once; the document is not kept
         assert doc is not None
         inputs, self._row_format = tensors.predict_inputs_from_json(doc, signature.inputs)
+        for array in inputs.values():  # the body limit bounds the document; this the arrays
+            budget.take(array.size, array.nbytes)
         return inputs
 
     def encode(self, version: int, outputs: Mapping[str, np.ndarray]) -> bytes:

@@ -146,6 +146,8 @@ class Server:
             options=ServiceOptions(
                 check_method_name=options.enable_signature_method_name_check,
                 offload_us=options.codec_offload_us,
+                max_request_elements=options.max_request_elements,
+                max_request_bytes=options.max_request_bytes,
             ),
         )
         _watch_state(self.metrics, service, core)

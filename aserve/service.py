@@ -43,6 +43,7 @@ from aserve.pool import WorkerPool
 from aserve.records import Observers, RequestRecord, new_request_id
 from aserve.registry import Servable
 from aserve.signatures import Signature
+from aserve.tensors.budget import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, Budget
 from aserve.tensors.costs import DEFAULT_OFFLOAD_US
 
 log = logging.getLogger("aserve.service")
@@ -62,8 +63,9 @@ class Inputs(Protocol):
         """How this wire format reports that the model has no signature ``name``."""
         ...
 
-    def decode(self, signature: Signature) -> Mapping[str, np.ndarray]:
-        """alias -> array, checked against ``signature`` as far as the format needs."""
+    def decode(self, signature: Signature, budget: Budget) -> Mapping[str, np.ndarray]:
+        """alias -> array, checked against ``signature`` as far as the format needs; each
+        tensor's size is taken from ``budget`` before it is allocated."""
         ...
 
 
@@ -109,6 +111,8 @@ class MultiInference:
 class ServiceOptions:
     check_method_name: bool = False  # --enable_signature_method_name_check
     offload_us: float = DEFAULT_OFFLOAD_US  # --codec_offload_us
+    max_request_elements: int = DEFAULT_MAX_ELEMENTS  # --max_request_elements
+    max_request_bytes: int = DEFAULT_MAX_BYTES  # --max_request_bytes
 
 
 class Service:
@@ -127,6 +131,7 @@ class Service:
         self._auth = authenticator or Authenticator()
         self._check_method = options.check_method_name
         self._offload_us = options.offload_us
+        self._budget = (options.max_request_elements, options.max_request_bytes)
         self._in_flight: dict[RequestRecord, asyncio.Task[Any] | None] = {}
         self._idle = asyncio.Event()
         self._aborting = False
@@ -234,7 +239,10 @@ class Service:
             signature = servable.model.signatures.get(name)
             if signature is None:
                 raise request.inputs.missing_signature(name)
-            inputs = await self.transcode(request.inputs.cost_us, request.inputs.decode, signature)
+            budget = Budget(*self._budget)
+            inputs = await self.transcode(
+                request.inputs.cost_us, request.inputs.decode, signature, budget
+            )
             job = inference.predict_job(
                 signature, inputs, request.output_filter, check_method_name=self._check_method
             )

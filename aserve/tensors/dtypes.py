@@ -10,6 +10,8 @@ from tensorflow.core.framework import types_pb2
 
 from aserve.errors import Code, ServingError
 
+MAX_RANK: Final = 64  # numpy's limit (TensorFlow allows 254)
+
 DT: Final = types_pb2  # DataType enum values: DT.DT_FLOAT, ...
 
 # ----------------------------------------------------------------------------- dtypes

@@ -25,6 +25,7 @@ from aserve.errors import Code, ServingError, invalid_argument
 from aserve.signatures import TensorSpec
 from aserve.tensors.dtypes import (
     DT,
+    MAX_RANK,
     NUMPY,
     dtype_name,
     dtype_of,
@@ -117,7 +118,7 @@ def _rows(instances: list[Any], inputs: Mapping[str, TensorSpec]) -> dict[str, n
     if _is_named(instances[0]):
         if all(_is_named(e) and e.keys() == names for e in instances):
             columns = {a: _fast([e[a] for e in instances], inputs[a].dtype) for a in names}
-            arrays = {a: c[1].reshape(c[0]) for a, c in sorted(columns.items()) if c is not None}
+            arrays = {a: _shaped(c) for a, c in sorted(columns.items()) if c is not None}
             if len(arrays) == len(names):
                 return arrays
         return _exact_rows(instances, inputs, objects=True)
@@ -125,7 +126,7 @@ def _rows(instances: list[Any], inputs: Mapping[str, TensorSpec]) -> dict[str, n
     fast = _fast(instances, inputs[alias].dtype)
     if fast is None:
         return _exact_rows(instances, inputs, objects=False)
-    return {alias: fast[1].reshape(fast[0])}
+    return {alias: _shaped(fast)}
 
 
 def _exact_rows(
@@ -152,7 +153,7 @@ def _exact_rows(
                 f"{debug_text(element)} keys must be equal to: {','.join(names)}"
             )
     return {
-        alias: np.concatenate([flat for _, flat in parts]).reshape([len(instances), *parts[0][0]])
+        alias: _shaped(([len(instances), *parts[0][0]], np.concatenate([f for _, f in parts])))
         for alias, parts in sorted(columns.items())
     }
 
@@ -182,7 +183,15 @@ def _is_named(val: Any) -> bool:
 
 
 def _array(value: Any, dtype: int) -> np.ndarray:
-    shape, flat = _tensor(value, dtype)
+    return _shaped(_tensor(value, dtype))
+
+
+def _shaped(tensor: Flat) -> np.ndarray:
+    shape, flat = tensor
+    if len(shape) > MAX_RANK:
+        raise invalid_argument(
+            f"A tensor of {len(shape)} dimensions: at most {MAX_RANK} are supported"
+        )
     return flat.reshape(shape)
 
 

@@ -140,7 +140,29 @@ def type_error(val: Any, dtype: int) -> ServingError:
 
 _WHITESPACE: Final = " \t\n\r"
 MAX_DEPTH: Final = 1024  # orjson's nesting limit; deeper documents are refused
-_DECODER: Final = json.JSONDecoder()
+
+
+class _NumberTooBig(Exception):
+    """A JSON number no double can hold (rapidjson's kParseErrorNumberTooBig)."""
+
+
+def _json_int(text: str) -> int | float:
+    """Integers as rapidjson reads them: 64-bit ones exactly, longer ones as doubles.
+
+    Python's own int() would refuse more than 4,300 digits with a ValueError (a 500), and a
+    400-digit integer would later overflow a float conversion.
+    """
+    if len(text) <= 20:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    number = float(text)
+    if math.isinf(number):
+        raise _NumberTooBig(text)
+    return number
+
+
+_DECODER: Final = json.JSONDecoder(parse_int=_json_int)
 _NONFINITE: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?(?:Infinity|Inf|NaN)')
 _STRUCTURE: Final = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 _NUMBER_BEFORE: Final = re.compile(r"(?<![\w.+-])-?\d+(\.\d+)?$")
@@ -182,6 +204,11 @@ def _parse_lenient(original: str) -> Any:
         return _DECODER.raw_decode(text, start)[0]
     except RecursionError:  # Python's parser nests less deeply than orjson
         raise _too_deep(_deepest(original)) from None
+    except _NumberTooBig as e:
+        offset = len(original[: max(original.find(str(e)), 0)].encode("utf-8", "surrogateescape"))
+        raise invalid_argument(
+            f"JSON Parse error: Number too big to be stored in double. at offset: {offset}"
+        ) from None
     except json.JSONDecodeError as err:
         message, pos = _rapidjson_error(err, text)
         ends = [end for end, _ in shifts]

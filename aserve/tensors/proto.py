@@ -11,9 +11,11 @@ import numpy as np
 from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 from aserve.errors import invalid_argument
+from aserve.tensors.budget import STRING_ELEMENT_BYTES, UNLIMITED, Budget
 from aserve.tensors.dtypes import (
     DT,
     FIELDS,
+    MAX_RANK,
     NAMES,
     NUMPY,
     dtype_name,
@@ -35,14 +37,18 @@ _RAW_PACKED: Final = {
     "bool_val": "u1",
 }
 _FIELD_NUMBERS: Final = {f.name: f.number for f in TensorProto.DESCRIPTOR.fields}
-_MAX_DIMS: Final = 254
 
 
-def array_from_proto(tensor: TensorProto) -> np.ndarray:
+def array_from_proto(tensor: TensorProto, budget: Budget = UNLIMITED) -> np.ndarray:
     """Tensor::FromProto: INVALID_ARGUMENT when TensorFlow would refuse the proto.
 
-    As in TensorFlow, a typed field shorter than the tensor repeats its last value (zeros
-    when empty), a longer one is cut, and ``tensor_shape.unknown_rank`` is ignored.
+    Stricter than TensorFlow in one way: the values must match the shape. TensorFlow pads
+    a short typed field with its last value (zeros when it is empty) and cuts a long one, so
+    a 20-byte proto could claim gigabytes; here a typed field holds exactly as many values
+    as the shape has elements, or one value that fills the whole shape (what
+    ``tf.make_tensor_proto(value, shape=...)`` writes for a constant). The claimed size is
+    taken from ``budget`` before anything is allocated. ``tensor_shape.unknown_rank`` is
+    ignored, as in TensorFlow.
     """
     shape = _proto_shape(tensor)
     if tensor.dtype not in FIELDS:
@@ -50,11 +56,23 @@ def array_from_proto(tensor: TensorProto) -> np.ndarray:
             numpy_dtype(tensor.dtype)  # a real TF type numpy cannot hold: UNIMPLEMENTED
         raise invalid_argument(f"Invalid tensor dtype: {dtype_name(tensor.dtype)}")
     np_dtype, count = NUMPY[tensor.dtype], math.prod(shape)
+    if tensor.dtype == DT.DT_STRING:
+        budget.take(count, count * STRING_ELEMENT_BYTES + len(tensor.tensor_content))
+    else:
+        budget.take(count, count * np_dtype.itemsize)
     if count == 0:
         return np.empty(shape, np_dtype)
     if tensor.tensor_content:
         return _from_content(tensor.tensor_content, tensor.dtype, count).reshape(shape)
-    return _fit(_field_values(tensor), count, np_dtype).reshape(shape)
+    given = _field_length(tensor)
+    if given not in (count, 1):
+        raise invalid_argument(
+            f"The tensor has {given} values for its shape {shape_text(shape)} of {count} elements"
+        )
+    values = _field_values(tensor)
+    if given == 1 and count > 1:
+        return np.full(shape, values[0], np_dtype)
+    return values.astype(np_dtype, copy=False).reshape(shape)
 
 
 def _proto_shape(tensor: TensorProto) -> list[int]:
@@ -63,9 +81,18 @@ def _proto_shape(tensor: TensorProto) -> list[int]:
         count *= size
         if size < 0 or count >= 2**63:
             raise invalid_argument(f"Invalid tensor shape: {shape_text(shape)}")
-    if len(shape) > _MAX_DIMS:
-        raise invalid_argument(f"Invalid tensor shape: more than {_MAX_DIMS} dimensions")
+    if len(shape) > MAX_RANK:
+        raise invalid_argument(
+            f"A tensor of {len(shape)} dimensions: at most {MAX_RANK} are supported"
+        )
     return shape
+
+
+def _field_length(tensor: TensorProto) -> int:
+    """How many values the typed field holds, without reading them."""
+    name = FIELDS[tensor.dtype]
+    length = len(getattr(tensor, name))
+    return length // 2 if name in _COMPLEX_PARTS else length
 
 
 def _field_values(tensor: TensorProto) -> np.ndarray:
@@ -83,17 +110,6 @@ def _field_values(tensor: TensorProto) -> np.ndarray:
     if name == "int_val":
         return np.array(field, np.int32).astype(np_dtype)
     return np.array(field, np_dtype)
-
-
-def _fit(values: np.ndarray, count: int, np_dtype: np.dtype) -> np.ndarray:
-    """FromProtoField: cut to count, or pad with the last value (zeros when empty)."""
-    values = values.astype(np_dtype, copy=False)
-    if values.size >= count:
-        return values[:count]
-    fill = values[-1] if values.size else (b"" if np_dtype.kind == "O" else 0)
-    padded = np.full(count, fill, np_dtype)
-    padded[: values.size] = values
-    return padded
 
 
 def _from_content(content: bytes, dtype: int, count: int) -> np.ndarray:
