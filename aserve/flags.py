@@ -83,6 +83,9 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "codec_offload_us",
         "max_request_elements",
         "max_request_bytes",
+        "rest_api_header_timeout_seconds",
+        "rest_api_keepalive_seconds",
+        "max_connections",
         "listen_before_load",
         "drain_delay_seconds",
         "access_log",
@@ -432,6 +435,23 @@ class ServerOptions:
     )
     rest_api_max_body_bytes: int = _flag(
         64 * 1024 * 1024, _BYTES, _ASERVE, "larger REST request bodies get HTTP 413"
+    )
+    rest_api_header_timeout_seconds: float = _flag(
+        10.0,
+        _SECONDS,
+        _ASERVE,
+        "a REST request's headers must arrive within this of the connection opening or of "
+        "the request's first byte; 0 = no limit",
+    )
+    rest_api_keepalive_seconds: float = _flag(
+        75.0, _SECONDS, _ASERVE, "close an idle REST keep-alive connection after this"
+    )
+    max_connections: int = _flag(
+        0,
+        _COUNT,
+        _ASERVE,
+        "open connections per port; more are refused as they open; 0 = half the "
+        "file-descriptor limit less 256",
     )
     max_request_elements: int = _flag(
         2**26,

@@ -24,6 +24,7 @@ from aserve.grpc_server import GrpcFrontEnd
 from aserve.health import HealthApi
 from aserve.http import (
     TEXT,
+    ConnectionLimits,
     HttpApp,
     HttpFrontEnd,
     HttpOptions,
@@ -54,24 +55,30 @@ class FrontEnd(Protocol):
     async def stop(self, deadline: float) -> None: ...
 
 
-async def build(options: ServerOptions, service: Service, metrics: Metrics) -> list[FrontEnd]:
+async def build(
+    options: ServerOptions, service: Service, metrics: Metrics, *, max_connections: int = 0
+) -> list[FrontEnd]:
     """Every front end the flags ask for, REST's socket bound; StartupError if one fails.
 
     None listens yet: each starts listening in its ``start``.
     """
     health = HealthApi(service)
     front_ends: list[FrontEnd] = []
-    http = await _http(options, service, metrics, health)
+    http = await _http(options, service, metrics, health, max_connections)
     if http is not None:
         front_ends.append(http)
-    grpc_front_end = await _grpc(options, service, health)
+    grpc_front_end = await _grpc(options, service, health, max_connections)
     if grpc_front_end is not None:
         front_ends.append(grpc_front_end)
     return front_ends
 
 
 async def _http(
-    options: ServerOptions, service: Service, metrics: Metrics, health: HealthApi
+    options: ServerOptions,
+    service: Service,
+    metrics: Metrics,
+    health: HealthApi,
+    max_connections: int,
 ) -> HttpFrontEnd | None:
     metrics_path = await _prometheus_path(options)
     if options.rest_api_port == 0:
@@ -107,10 +114,17 @@ async def _http(
             keyfile=options.rest_api_ssl_keyfile,
             client_ca_file=options.rest_api_ssl_ca_file,
         )
-    return HttpFrontEnd(app, sock, tls=tls)
+    limits = ConnectionLimits(
+        header_timeout_s=options.rest_api_header_timeout_seconds,
+        keepalive_s=options.rest_api_keepalive_seconds,
+        max_connections=max_connections,
+    )
+    return HttpFrontEnd(app, sock, tls=tls, limits=limits)
 
 
-async def _grpc(options: ServerOptions, service: Service, health: HealthApi) -> GrpcFrontEnd | None:
+async def _grpc(
+    options: ServerOptions, service: Service, health: HealthApi, max_connections: int
+) -> GrpcFrontEnd | None:
     if not options.port and not options.grpc_socket_path:
         return None
     methods = TfServingApi(
@@ -123,9 +137,8 @@ async def _grpc(options: ServerOptions, service: Service, health: HealthApi) -> 
         addresses.append((f"{options.grpc_host}:{options.port}", await _ssl_credentials(options)))
     if options.grpc_socket_path:
         addresses.append((f"unix:{options.grpc_socket_path}", None))
-    return GrpcFrontEnd(
-        service, methods, addresses=addresses, options=_grpc_server_options(options)
-    )
+    server_options = _grpc_server_options(options, max_connections)
+    return GrpcFrontEnd(service, methods, addresses=addresses, options=server_options)
 
 
 async def _prometheus_path(options: ServerOptions) -> str | None:
@@ -156,10 +169,20 @@ async def _ssl_credentials(options: ServerOptions) -> grpc.ServerCredentials | N
     )
 
 
-def _grpc_server_options(options: ServerOptions) -> list[tuple[str, int | str]]:
+def _grpc_server_options(
+    options: ServerOptions, max_connections: int
+) -> list[tuple[str, int | str]]:
+    """aserve's defaults, which --grpc_channel_arguments may override one by one."""
     given = dict(options.grpc_channel_arguments)
-    defaults = {  # TF Serving: 2 GiB - 1 both ways unless configured lower
+    defaults = {
+        # TF Serving: 2 GiB - 1 both ways unless configured lower
         "grpc.max_send_message_length": 2**31 - 1,
         "grpc.max_receive_message_length": 2**31 - 1,
+        # connections over the cap are closed as they open
+        "grpc.max_allowed_incoming_connections": max_connections,
+        # idle connections close after 5 minutes; dead peers are found by pings
+        "grpc.max_connection_idle_ms": 300_000,
+        "grpc.keepalive_time_ms": 60_000,
+        "grpc.keepalive_timeout_ms": 20_000,
     }
     return list({**defaults, **given}.items())

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aserve import tensors
 from aserve.errors import Code, ServingError, http_status_of, invalid_argument
@@ -60,6 +61,13 @@ _CORS_HEADERS: Final = [
 class HttpOptions:
     max_body_bytes: int = 64 * 1024 * 1024  # --rest_api_max_body_bytes
     cors: bool = False  # --rest_api_enable_cors_support
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_s: float = 10.0  # --rest_api_header_timeout_seconds
+    keepalive_s: float = 75.0  # --rest_api_keepalive_seconds
+    max_connections: int = 0  # --max_connections; 0: no cap
 
 
 class HttpResponse:
@@ -184,7 +192,7 @@ class HttpApp:
             if error.code is Code.CANCELLED:  # the client has gone: nobody to answer
                 record.http_status = http_status_of(error)
                 service.finish(record)
-                raise
+                return
             response = HttpResponse.error(error)
         record.http_status = response.status
         record.bytes_out = len(response.body)
@@ -245,20 +253,28 @@ class HttpFrontEnd:
     from :meth:`start`: before that, connections are refused, not queued.
     """
 
-    def __init__(self, app: HttpApp, sock: socket.socket, *, tls: TlsOptions | None = None) -> None:
+    def __init__(
+        self,
+        app: HttpApp,
+        sock: socket.socket,
+        *,
+        tls: TlsOptions | None = None,
+        limits: ConnectionLimits = ConnectionLimits(),
+    ) -> None:
         ssl: dict[str, Any] = {}
         if tls is not None:
             ssl = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
             if tls.client_ca_file:
                 ssl |= {"ssl_ca_certs": tls.client_ca_file, "ssl_cert_reqs": _ssl.CERT_REQUIRED}
+        protocol = type("Protocol", (_Protocol,), {"limits": limits})
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=protocol,
             lifespan="off",
             access_log=False,
             log_config=None,
             server_header=False,
-            timeout_keep_alive=75,
+            timeout_keep_alive=limits.keepalive_s,  # type: ignore[arg-type]
             **ssl,
         )
         self._server = _Uvicorn(config)
@@ -302,6 +318,76 @@ def bind(host: str, port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+_REFUSED: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: 54\r\n\r\n"
+    b'{"error": "Too many connections (--max_connections)"}\n'
+)
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with what a server facing the internet needs more:
+
+    * a connection over ``--max_connections`` is answered 503 and closed as it opens;
+    * a request's headers must arrive within ``--rest_api_header_timeout_seconds`` of the
+      connection opening or of the request's first byte (slowloris, idle connections);
+    * when a client goes away, its request is cancelled: queued, it never runs.
+    """
+
+    limits: ConnectionLimits = ConnectionLimits()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        cap = self.limits.max_connections
+        if cap and len(self.connections) >= cap:
+            transport.write(_REFUSED)
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:  # refused in connection_made
+            return
+        self._cancel_header_timer()
+        unanswered = self.cycle is not None and not self.cycle.response_complete
+        super().connection_lost(exc)
+        if unanswered and self._task is not None and not self._task.done():
+            self._task.cancel()  # the client has gone: stop its request where it is
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # uvicorn's own, keeping the task (uvicorn >= 0.54 starts each request here)
+        task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self._task = task
+
+    def _arm_header_timer(self) -> None:
+        timeout = self.limits.header_timeout_s
+        if timeout > 0:
+            self._header_timer = self.loop.call_later(timeout, self._headers_too_slow)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 class _Uvicorn(uvicorn.Server):

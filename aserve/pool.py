@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -53,6 +54,11 @@ class _Threads:
     def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
+
+    def join(self, deadline: float) -> None:
+        """Wait for the threads to end, until ``deadline`` (``time.monotonic()``)."""
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -117,6 +123,13 @@ class WorkerPool:
         """Decode or encode a large payload (JSON, protos, gzip) off the event loop."""
         return await self._codec.submit(fn, args, kwargs)
 
-    def shutdown(self) -> None:
-        for threads in (self._inference, self._load, self._unload, self._io, self._codec):
+    def shutdown(self, timeout: float = 0.0) -> None:
+        """Stop every thread once it has run what it holds; wait up to ``timeout`` s for them
+        (blocking: call it off the loop), so that none is inside TensorFlow as the process
+        exits."""
+        pools = (self._inference, self._load, self._unload, self._io, self._codec)
+        for threads in pools:
             threads.shutdown()
+        deadline = time.monotonic() + timeout
+        for threads in pools:
+            threads.join(deadline)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aserve import auth, frontends, logs, memory
+from aserve import auth, fds, frontends, logs, memory
 from aserve._proto import batching_parameters_pb2
 from aserve.batching import BatchingOptions, BatchingRunner, DirectRunner, Runner, version_options
 from aserve.config import ServingConfig, parse_model_server_config, single_model
@@ -76,7 +76,12 @@ class Server:
         config, config_text = await self._initial_config()
         parts = await self._build()
         try:
-            parts.front_ends = await frontends.build(options, parts.service, self.metrics)
+            files = fds.raise_open_files_limit()
+            log.info("%s", files)
+            cap = fds.connection_cap(options.max_connections, files)
+            parts.front_ends = await frontends.build(
+                options, parts.service, self.metrics, max_connections=cap
+            )
             if options.listen_before_load:
                 await parts.start_listening()
             with one_line_errors():
@@ -192,9 +197,10 @@ class Server:
         abort.cancel()
         await parts.supervisor.cancel()
         await parts.core.shutdown(deadline)
-        parts.pool.shutdown()
+        left = max(deadline - loop.time(), 0.0)
+        await asyncio.to_thread(parts.pool.shutdown, min(left, _THREAD_JOIN_S))
         if parts.access_log is not None:
-            parts.access_log.close()
+            await asyncio.to_thread(parts.access_log.close)
         log.info("stopped")
 
     async def _initial_config(self) -> tuple[ServingConfig, str]:
@@ -229,6 +235,7 @@ class Server:
 
 
 _ABORT_MARGIN_S = 0.5  # requests still running this long before the deadline are cancelled
+_THREAD_JOIN_S = 5.0  # at most this long for pool threads to end (a run may never end)
 
 
 @dataclass

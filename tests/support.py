@@ -204,7 +204,9 @@ class AserveProcess:
         assert process.wait(30) == 0
     """
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, rss_limit_mb: int = 4000, open_files: int = 0) -> None:
+        """``rss_limit_mb``: a watchdog kills the server above it (a regression then fails the
+        test instead of exhausting the machine); ``open_files``: its soft RLIMIT_NOFILE."""
         self.rest_port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.rest_port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
@@ -218,12 +220,50 @@ class AserveProcess:
             *args,
         ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+
+        def limit_files() -> None:
+            import resource
+
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
         self.process = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            argv,
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=limit_files if open_files else None,
         )
         self.lines: list[str] = []
+        self.peak_rss_mb = 0.0
+        self.killed_for_memory = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._watchdog = threading.Thread(target=self._watch, args=(rss_limit_mb,), daemon=True)
+        self._watchdog.start()
+
+    def rss_mb(self) -> float:
+        """The server's resident memory now, in MiB (0 once it has exited)."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        kib = next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+        return kib / 1024
+
+    def _watch(self, limit_mb: int) -> None:
+        while self.process.poll() is None:
+            rss = self.rss_mb()
+            self.peak_rss_mb = max(self.peak_rss_mb, rss)
+            if rss > limit_mb:
+                self.killed_for_memory = True
+                self.process.kill()
+                return
+            time.sleep(0.05)
 
     def _read(self) -> None:
         assert self.process.stderr is not None

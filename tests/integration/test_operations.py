@@ -371,7 +371,7 @@ def test_sigint_drains_like_sigterm() -> None:
     with AserveProcess("--model_name=m", f"--model_base_path={HALF_PLUS_TWO}") as server:
         server.wait_until_listening()
         server.signal(signal.SIGINT)
-        assert server.wait(30) == 0
+        assert server.wait(30) == 0, server.log
     assert "SIGINT: shutting down" in server.log
 
 
