@@ -215,6 +215,7 @@ def free_port() -> int:
 class Served:
     rest: str  # http://127.0.0.1:port
     grpc: str  # 127.0.0.1:port
+    pid: int = 0
 
     def batches(self, model: str) -> tuple[float, float]:
         """(examples, batches) run so far for ``model``, from aserve's own Prometheus page."""
@@ -229,7 +230,12 @@ class Served:
 
 @contextlib.contextmanager
 def aserve(
-    work: Path, models: list[BenchModel], *, batching: bool, extra: tuple[str, ...] = ()
+    work: Path,
+    models: list[BenchModel],
+    *,
+    batching: bool,
+    extra: tuple[str, ...] = (),
+    batching_text: str = BATCHING,
 ) -> Iterator[Served]:
     config = work / "models.config"
     config.write_text(
@@ -256,13 +262,13 @@ def aserve(
         *extra,
     ]
     if batching:
-        (work / "batching.config").write_text(BATCHING)
+        (work / "batching.config").write_text(batching_text)
         argv += ["--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"]
     log = open(work / f"aserve-{'batching' if batching else 'direct'}.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     )
-    served = Served(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}")
+    served = Served(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", process.pid)
     try:
         for m in models:
             wait_available(f"{served.rest}/v1/models/{m.name}", process)
@@ -625,6 +631,86 @@ def access_log_table(rates: dict[tuple[str, str], list[float]]) -> str:
     return "\n".join(lines)
 
 
+FLOOD_BATCHING = {  # the overload cases of the hardening issue
+    "tiny": BATCHING,
+    "mlp": (
+        "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 1000 }\n"
+        "max_enqueued_batches { value: 4 }\nnum_batch_threads { value: 2 }\n"
+    ),
+}
+FLOOD_CASES = {"tiny": (1, 32), "mlp": (32, 4)}  # examples per request; calm connections
+
+
+def run_flood(work: Path, args: argparse.Namespace) -> list[tuple[str, Any, Any]]:
+    """Per model, protocol and batching: the calm goodput, then 2,000 connections."""
+    rows = []
+    for name, (examples, calm) in FLOOD_CASES.items():
+        model = MODELS[name]
+        if not (work / "models" / name / "1").exists():
+            build(name, work / "models" / name / "1")
+        for batching in (False, True):
+            text = FLOOD_BATCHING[name]
+            with aserve(work, [model], batching=batching, batching_text=text) as server:
+                for protocol in ("REST", "gRPC"):
+                    flood = functools.partial(_flood, server, protocol, model, examples)
+                    label = f"{name} {protocol} {'batching' if batching else 'direct'}"
+                    base = flood(calm, args.duration)
+                    rows.append((label, base, flood(args.flood_connections, args.flood_seconds)))
+    return rows
+
+
+def _flood(
+    server: Served,
+    protocol: str,
+    model: BenchModel,
+    examples: int,
+    connections: int,
+    seconds: float,
+) -> Any:
+    from loadtests import flood
+
+    return flood.flood(
+        protocol,
+        url=server.rest,
+        target=server.grpc,
+        model=model.name,
+        example=model.example().tolist(),
+        batch=examples,
+        connections=connections,
+        seconds=seconds,
+        pid=server.pid,
+        input_name=model.input_name,
+    )
+
+
+def flood_table(rows: list[tuple[str, Any, Any]]) -> str:
+    lines = [
+        "## Flood: 2,000 connections, each sending again at once (wrk / h2load)",
+        "",
+        "Goodput against the same server's calm goodput (tiny: 32 connections, mlp: 4); "
+        "refusal latency is the server's (`:aserve:refusal_latency`, bucket upper bounds).",
+        "",
+        "| run | calm ok/s | flood ok/s | flood / calm | refused/s | refusal p50 ms "
+        "| refusal p99 ms | accepted and failed | peak RSS MiB | back to normal s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, calm, flooded in rows:
+        cells = [
+            label,
+            f"{calm.goodput:,.0f}",
+            f"{flooded.goodput:,.0f}",
+            f"{flooded.goodput / calm.goodput:.2f}",
+            f"{flooded.refused / flooded.seconds:,.0f}",
+            f"{flooded.refusal_p50_ms:.2f}",
+            f"{flooded.refusal_p99_ms:.2f}",
+            str(flooded.failed),
+            f"{flooded.peak_rss_mb:,.0f}",
+            f"{flooded.recovery_s:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _swap_row(label: str, r: LoadResult) -> str:
     cells = [label, r.requests, r.errors, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.1f}"]
     return "| " + " | ".join(map(str, cells)) + " |"
@@ -664,11 +750,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="aserve-bench-"))
     if args.only is not None:
-        report = (
-            loop_lag_table(run_loop_lag(work, args))
-            if args.only == "loop-lag"
-            else access_log_table(run_access_log(work, args))
-        )
+        parts = {
+            "loop-lag": lambda: loop_lag_table(run_loop_lag(work, args)),
+            "access-log": lambda: access_log_table(run_access_log(work, args)),
+            "flood": lambda: flood_table(run_flood(work, args)),
+        }
+        report = parts[args.only]()
         print(report)
         (out / f"bench-{args.only}.md").write_text(report + "\n")
         shutil.rmtree(work, ignore_errors=True)
@@ -873,9 +960,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="bench-results")
     parser.add_argument(
         "--only",
-        choices=["loop-lag", "access-log"],
-        help="run only this part: the mixed loop-lag run, or the access log's cost",
+        choices=["loop-lag", "access-log", "flood"],
+        help="run only this part: the mixed loop-lag run, the access log's cost, the flood",
     )
+    parser.add_argument("--flood-connections", type=int, default=2000)
+    parser.add_argument("--flood-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.ceiling_seconds, args.swaps = 2.0, 0.5, 0.5, 5

@@ -36,9 +36,11 @@ import asyncio
 import collections
 import contextlib
 import functools
+import math
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -51,16 +53,40 @@ from aserve.inference import Plan
 from aserve.pool import WorkerPool
 from aserve.records import BatchRecord
 
+RETRY_AFTER: Final = (("retry-after", "1"),)
 Ran = tuple[list[np.ndarray], int | None]  # the outputs, and the size of the batch run in
 Spawn = Callable[..., asyncio.Task[Any]]  # Supervisor.spawn(coro, name=...)
 OnBatch = Callable[[BatchRecord], None]
 
 
+class Reservation:
+    """A place held in a runner's queue for a request still being read and decoded."""
+
+    __slots__ = ("_release",)
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        """Give the place back (once; the request queues for real, or ends)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
 class Runner(Protocol):
-    async def run(self, plan: Plan, timeout_ms: int) -> Ran: ...
+    async def run(
+        self, plan: Plan, timeout_ms: int, reservation: Reservation | None = None
+    ) -> Ran: ...
 
     def queued(self) -> int:
         """Requests waiting to run (in a batch queue, or for a worker)."""
+        ...
+
+    def reserve(self) -> Reservation:
+        """Hold a place for a request about to be decoded; UNAVAILABLE (ServingError) when
+        the queue is full, so that an overloaded model refuses before decoding (or
+        reading) anything."""
         ...
 
     async def close(self) -> None: ...
@@ -71,18 +97,30 @@ def _spawn(coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
 
 
 class DirectRunner:
-    """Every plan as its own session run in the worker pool."""
+    """Every plan as its own session run in the worker pool.
 
-    def __init__(self, model: Model, *, pool: WorkerPool) -> None:
+    At most ``max_queued`` requests of this version wait for a worker or run (0: no bound);
+    more fail at once with UNAVAILABLE (HTTP 503, ``Retry-After: 1``). A request still
+    waiting for a worker when its timeout passes never runs (DEADLINE_EXCEEDED).
+    """
+
+    def __init__(self, model: Model, *, pool: WorkerPool, max_queued: int = 0) -> None:
         self._model = model
         self._pool = pool
+        self._max_queued = max_queued
         self._waiting = 0  # submitted to the pool, not finished (queued for a worker or running)
+        self._reserved = 0  # places held for requests still being decoded
 
-    async def run(self, plan: Plan, timeout_ms: int) -> Ran:
+    async def run(self, plan: Plan, timeout_ms: int, reservation: Reservation | None = None) -> Ran:
+        if reservation is not None:
+            reservation.release()
+        elif not self._has_room():
+            raise self._full()
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
         self._waiting += 1
         try:
-            outputs = await self._pool.run(
-                self._model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
+            outputs = await self._pool.run_before(
+                deadline, self._model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
             )
         finally:
             self._waiting -= 1
@@ -90,6 +128,27 @@ class DirectRunner:
 
     def queued(self) -> int:
         return self._waiting
+
+    def reserve(self) -> Reservation:
+        if not self._has_room():
+            raise self._full()
+        self._reserved += 1
+        return Reservation(self._unreserve)
+
+    def _unreserve(self) -> None:
+        self._reserved -= 1
+
+    def _has_room(self) -> bool:
+        return not self._max_queued or self._waiting + self._reserved < self._max_queued
+
+    def _full(self) -> ServingError:
+        return ServingError(
+            Code.UNAVAILABLE,
+            f"Too many requests waiting for this model: {self._waiting + self._reserved} "
+            f"(--max_queued_requests={self._max_queued})",
+            headers=RETRY_AFTER,
+            refused="overloaded",
+        )
 
     async def close(self) -> None:
         pass
@@ -235,15 +294,8 @@ class Batcher:
             )
         if size > options.capacity:  # only with enable_large_batch_splitting
             return await self._run_split(feeds, size, timeout_ms)
-        enqueued = -(-(self._queued + size) // options.capacity)
-        if enqueued > options.max_enqueued_batches:
-            raise ServingError(
-                Code.UNAVAILABLE,
-                "The batch scheduling queue to which this task was submitted is full; currently "
-                f"{enqueued - 1} batches enqueued and max_enqueued_batches is "
-                f"{options.max_enqueued_batches}",
-                refused="overloaded",
-            )
+        if not self.has_room(size):
+            raise self.full()
         key = compatibility(feeds, pad=options.pad_variable_length_inputs)
         task = _Task(feeds, size, key, timeout_ms)
         if not self._queue and not self._in_flight and not options.batch_timeout_micros:
@@ -278,6 +330,26 @@ class Batcher:
     @property
     def queued_requests(self) -> int:
         return len(self._queue)
+
+    def has_room(self, examples: float) -> bool:
+        """Room in the queue for ``examples`` more (TF's max_enqueued_batches rule)."""
+        return self._batches_with(examples) <= self._options.max_enqueued_batches
+
+    def full(self) -> ServingError:
+        """TensorFlow's answer when the queue has no room (a new error each time: a raised
+        one keeps the frames it went through)."""
+        return ServingError(
+            Code.UNAVAILABLE,
+            "The batch scheduling queue to which this task was submitted is full; currently "
+            f"{self._batches_with(1) - 1} batches enqueued and max_enqueued_batches is "
+            f"{self._options.max_enqueued_batches}",
+            headers=RETRY_AFTER,
+            refused="overloaded",
+        )
+
+    def _batches_with(self, examples: float) -> int:
+        wanted = math.ceil(self._queued + max(examples, 1))
+        return -(-wanted // self._options.capacity)
 
     async def close(self) -> None:
         self._scheduler.cancel()
@@ -351,9 +423,10 @@ class Batcher:
             elif task.deadline is not None and task.deadline <= now:
                 self._queued -= task.size
                 task.future.set_exception(
-                    ServingError(
-                        Code.RESOURCE_EXHAUSTED,
+                    ServingError(  # TF Serving: the same text, as RESOURCE_EXHAUSTED (429)
+                        Code.DEADLINE_EXCEEDED,
                         "Run() timeout exceeded while waiting in batching queue",
+                        refused="deadline",
                     )
                 )
             elif (batch and task.key != batch[0].key) or task.size > room:
@@ -422,6 +495,7 @@ class BatchingRunner:
         on_batch: OnBatch | None = None,
         model_name: str = "",
         spawn: Spawn = _spawn,
+        max_queued: int = 0,
     ) -> None:
         self._new_batcher = functools.partial(
             Batcher,
@@ -433,7 +507,7 @@ class BatchingRunner:
             model_name=model_name,
             spawn=spawn,
         )
-        self._direct = DirectRunner(model, pool=pool)
+        self._direct = DirectRunner(model, pool=pool, max_queued=max_queued)
         self._batchable = {
             (
                 frozenset(s.name for s in sig.inputs.values()),
@@ -443,16 +517,35 @@ class BatchingRunner:
             if sig.inputs
         }
         self._batchers: dict[tuple[frozenset[str], tuple[str, ...]], Batcher] = {}
+        self._reserved = 0.0  # examples held for requests still being decoded
+        self._typical = 1.0  # examples per request, a moving average: what a place holds
 
-    async def run(self, plan: Plan, timeout_ms: int) -> Ran:
+    async def run(self, plan: Plan, timeout_ms: int, reservation: Reservation | None = None) -> Ran:
+        if reservation is not None:
+            reservation.release()  # from here the request's own examples count
         feeds = frozenset(plan.feeds)
         size = batch_size(plan.feeds)
         if size is None or (feeds, frozenset(plan.fetches)) not in self._batchable:
             return await self._direct.run(plan, timeout_ms)
+        self._typical += (size - self._typical) / 8
         batcher = self._batchers.get((feeds, plan.fetches))
         if batcher is None:
             batcher = self._batchers[(feeds, plan.fetches)] = self._new_batcher(plan.fetches)
         return await batcher.run(plan.feeds, size, timeout_ms)
+
+    def reserve(self) -> Reservation:
+        """Refused only when every queue is full: a request's queue is known once decoded."""
+        held = self._reserved + self._typical
+        batchers = list(self._batchers.values())
+        if batchers and not any(b.has_room(held) for b in batchers):
+            raise batchers[0].full()
+        self._reserved = held
+        typical = self._typical
+
+        def release() -> None:
+            self._reserved -= typical
+
+        return Reservation(release)
 
     def statistics(self) -> list[BatcherStatistics]:
         return [b.statistics() for b in self._batchers.values()]

@@ -83,6 +83,7 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "codec_offload_us",
         "max_request_elements",
         "max_request_bytes",
+        "max_queued_requests",
         "rest_api_header_timeout_seconds",
         "rest_api_keepalive_seconds",
         "max_connections",
@@ -435,6 +436,13 @@ class ServerOptions:
     )
     rest_api_max_body_bytes: int = _flag(
         64 * 1024 * 1024, _BYTES, _ASERVE, "larger REST request bodies get HTTP 413"
+    )
+    max_queued_requests: int = _flag(
+        128,
+        _COUNT,
+        _ASERVE,
+        "requests of one model version waiting for a worker (without batching); more get "
+        "UNAVAILABLE / 503 at once; 0 = no bound",
     )
     rest_api_header_timeout_seconds: float = _flag(
         10.0,

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -52,9 +53,17 @@ class TfServingApi:
     def methods(self) -> list[Method]:
         p, m = PREDICTION_SERVICE, MODEL_SERVICE
         return [
-            Method(p, "Predict", predict_pb2.PredictRequest, self.Predict),
-            Method(p, "Classify", classification_pb2.ClassificationRequest, self.Classify),
-            Method(p, "Regress", regression_pb2.RegressionRequest, self.Regress),
+            Method(p, "Predict", predict_pb2.PredictRequest, self.Predict, admission=_spec_of),
+            Method(
+                p,
+                "Classify",
+                classification_pb2.ClassificationRequest,
+                self.Classify,
+                admission=_spec_of,
+            ),
+            Method(
+                p, "Regress", regression_pb2.RegressionRequest, self.Regress, admission=_spec_of
+            ),
             Method(p, "MultiInference", inference_pb2.MultiInferenceRequest, self.MultiInference),
             Method(
                 p,
@@ -210,6 +219,28 @@ class _ProtoInputs:
 
     def decode(self, signature: Signature, budget: Budget) -> dict[str, np.ndarray]:
         return {alias: _array(alias, tensor, budget) for alias, tensor in self._tensors.items()}
+
+
+def _spec_of(data: bytes) -> ServableRequest | None:
+    """The ModelSpec of a serialized Predict/Classify/Regress request, read from its first
+    field (field 1, which every serializer writes first) without parsing the rest; None when
+    the bytes do not start that way (the full parse then reports what is wrong)."""
+    if not data or data[0] != 0x0A:  # field 1, length-delimited
+        return None
+    length, shift, pos = 0, 0, 1
+    while pos < len(data) and shift < 35:
+        byte = data[pos]
+        length |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            break
+    if pos + length > len(data):
+        return None
+    try:
+        spec = model_pb2.ModelSpec.FromString(data[pos : pos + length])
+        return _from_model_spec(spec)
+    except (DecodeError, ServingError):
+        return None
 
 
 def _servable_request(request: Any) -> ServableRequest:

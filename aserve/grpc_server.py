@@ -29,6 +29,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from aserve.errors import Code, ServingError, invalid_argument
+from aserve.ids import ServableRequest
 from aserve.records import RequestRecord
 from aserve.service import Service
 from aserve.tensors import costs
@@ -53,6 +54,9 @@ class Method:
     handler: UnaryHandler | StreamHandler
     stream: bool = False
     access: str = "predict"  # who may call it: aserve.auth.ACCESS_LEVELS
+    # the servable a request names, read from its raw bytes without parsing the message, so
+    # an overloaded model refuses it before anything is parsed or decoded (None: no check)
+    admission: Callable[[bytes], ServableRequest | None] | None = None
 
 
 Address = tuple[str, Any]  # ("host:port" or "unix:path", grpc.ServerCredentials or None)
@@ -117,12 +121,14 @@ class GrpcFrontEnd:
         service, handler, api = self._service, method.handler, method.name
         parse = method.request_type.FromString
 
-        access = method.access
+        access, admission = method.access, method.admission
 
         async def call(data: bytes, context: Context) -> bytes:
             record, authorization = _begin(service, context, api, data)
             try:
                 service.authorize(record, access, authorization)
+                if admission is not None and (named := admission(data)) is not None:
+                    service.admit(record, named)
                 cost = len(data) * costs.PROTO_DECODE_US_PER_BYTE / 2  # half parsing
                 request = await service.transcode(cost, _parse, parse, data)
                 response = await handler(request, context, record)  # type: ignore[misc]

@@ -95,13 +95,23 @@ class HttpResponse:
 class HttpRequest:
     """One request as handlers see it: method, raw path, headers, body, and its record."""
 
-    __slots__ = ("method", "path", "record", "_scope", "_receive", "_service", "_limit")
+    __slots__ = (
+        "method",
+        "path",
+        "record",
+        "body_read",
+        "_scope",
+        "_receive",
+        "_service",
+        "_limit",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, record: RequestRecord, app: HttpApp) -> None:
         self.method: str = scope["method"]
         raw = scope.get("raw_path")  # TF Serving routes on the still-percent-encoded path
         self.path: str = raw.decode("latin-1") if raw else scope["path"]
         self.record = record
+        self.body_read = False
         self._scope = scope
         self._receive = receive
         self._service = app.service
@@ -113,6 +123,7 @@ class HttpRequest:
 
     async def body(self) -> bytes:
         """The whole body, gunzipped if sent with ``Content-Encoding: gzip``; 413 if too large."""
+        self.body_read = True
         declared = self.header(b"content-length")
         if declared.isdigit() and int(declared) > self._limit:
             raise self._too_large()
@@ -194,6 +205,10 @@ class HttpApp:
                 service.finish(record)
                 return
             response = HttpResponse.error(error)
+            if error.refused and not request.body_read:
+                # refused unread: close rather than read a body only to drop it (a flood of
+                # retried 100 KB requests otherwise keeps the loop busy reading them)
+                response.headers = [*response.headers, (b"connection", b"close")]
         record.http_status = response.status
         record.bytes_out = len(response.body)
         service.finish(record)  # before answering: a client may read the metrics right after

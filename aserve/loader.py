@@ -132,11 +132,18 @@ def from_tf_error(error: tf.errors.OpError) -> ServingError:
 
 
 def _check_layout(path: str) -> None:
-    if os.path.exists(os.path.join(path, "export.meta")):
+    try:
+        entries = set(os.listdir(path))
+    except PermissionError:
+        raise ServingError(
+            Code.PERMISSION_DENIED,
+            f"Permission denied: the server cannot read the version folder {path}",
+        ) from None
+    except OSError:
+        entries = set()
+    if "export.meta" in entries:
         raise ServingError(Code.UNIMPLEMENTED, "Session Bundle is deprecated and removed.")
-    if not any(
-        os.path.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
-    ):
+    if not entries & {"saved_model.pb", "saved_model.pbtxt"}:
         raise ServingError(
             Code.NOT_FOUND,
             "Specified file path does not appear to contain a SavedModel bundle "

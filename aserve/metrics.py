@@ -153,6 +153,9 @@ class Metrics:
         self.event_loop_lag = Histogram("/aserve/event_loop_lag", (), LATENCY_BUCKETS_US)
         self.batches = Counter("/aserve/batching/batches", ("model_name", "cut"))
         self.requests_refused = Counter("/aserve/requests_refused", ("reason", "protocol"))
+        self.refusal_latency = Histogram(
+            "/aserve/refusal_latency", ("protocol",), LATENCY_BUCKETS_US
+        )
         self.model_loads = Counter("/aserve/model_loads", ("model_name", "outcome"))
         self.model_load_latency = Histogram(
             "/aserve/model_load_latency", ("model_name",), LATENCY_BUCKETS_US
@@ -171,6 +174,7 @@ class Metrics:
     def request_finished(self, record: RequestRecord) -> None:
         if record.refused:
             self.requests_refused.inc(record.refused, record.protocol)
+            self.refusal_latency.observe(record.latency * 1e6, record.protocol)
         model, api = record.model, record.api
         if not model or (record.protocol == "grpc" and api not in _COUNTED_GRPC):
             return

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from aserve.cpus import usable_cpus
+from aserve.errors import Code, ServingError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,11 +45,17 @@ class _Threads:
             thread.start()
 
     def submit(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        deadline: float | None = None,
     ) -> asyncio.Future[T]:
+        """Queue ``fn(*args, **kwargs)``; if it is still queued at ``deadline``
+        (``time.monotonic()``), it never runs and fails with DEADLINE_EXCEEDED."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, fn, args, kwargs))
+        self._queue.put((loop, future, fn, args, kwargs, deadline))
         return future
 
     def shutdown(self) -> None:
@@ -62,8 +69,16 @@ class _Threads:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            loop, future, fn, args, kwargs = item
+            loop, future, fn, args, kwargs, deadline = item
             if future.cancelled():  # its caller has gone: do not run it
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                expired = ServingError(
+                    Code.DEADLINE_EXCEEDED,
+                    "Deadline exceeded while waiting for a worker",
+                    refused="deadline",
+                )
+                _answer(loop, _fail, future, expired)
                 continue
             try:
                 result = fn(*args, **kwargs)
@@ -109,6 +124,12 @@ class WorkerPool:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in an inference worker (where TensorFlow runs)."""
         return await self._inference.submit(fn, args, kwargs)
+
+    async def run_before(
+        self, deadline: float | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """:meth:`run`, unless no worker is free before ``deadline`` (``time.monotonic()``)."""
+        return await self._inference.submit(fn, args, kwargs, deadline)
 
     async def load(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._load.submit(fn, args, kwargs)

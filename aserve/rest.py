@@ -71,6 +71,7 @@ class RestApi:
         return HttpResponse(await self._classify_or_regress(request, route))
 
     async def _predict(self, request: HttpRequest, spec: ServableRequest) -> bytes:
+        self._service.admit(request.record, spec)  # an overloaded model: refused unread
         body = await request.body()
         cost = len(body) * costs.JSON_DECODE_US_PER_BYTE
         doc = await self._service.transcode(cost / 2, tensors.parse_json, body)  # half parsing
@@ -82,6 +83,7 @@ class RestApi:
         return await self._service.predict(request.record, predict, encoding)
 
     async def _classify_or_regress(self, request: HttpRequest, route: _Route) -> bytes:
+        self._service.admit(request.record, route.spec)
         body = await request.body()
         cost = len(body) * costs.JSON_DECODE_US_PER_BYTE
         name, input = await self._service.transcode(cost, _examples, body)

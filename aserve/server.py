@@ -130,7 +130,7 @@ class Server:
             pool=pool,
             load_model=_model_loader(options, batching, session_config),
             supervisor=supervisor,
-            make_runner=_runner_factory(batching, pool, observers, supervisor),
+            make_runner=_runner_factory(options, batching, pool, observers, supervisor),
             observers=observers,
         )
         tokens = [auth.Tokens(p) for p in (options.auth_token_file, options.admin_token_file) if p]
@@ -303,14 +303,16 @@ def run(options: ServerOptions) -> int:
 
 
 def _runner_factory(
+    options: ServerOptions,
     batching: BatchingOptions | None,
     pool: WorkerPool,
     observers: Observers,
     supervisor: Supervisor,
-) -> MakeRunner | None:
-    """With --enable_batching, every version whose load chose batching gets a batching runner."""
+) -> MakeRunner:
+    """Every version gets a runner: batching when its load chose batching, else direct."""
+    max_queued = options.max_queued_requests
     if batching is None:
-        return None
+        return lambda id, loaded: DirectRunner(loaded.model, pool=pool, max_queued=max_queued)
     # a batch runs in a worker thread: more batch threads than workers would only queue
     in_flight = min(batching.num_batch_threads, pool.workers)
     log.info("batching: %s, at most %d batch(es) running", batching, in_flight)
@@ -318,7 +320,7 @@ def _runner_factory(
 
     def make_runner(id: ServableId, loaded: LoadedVersion) -> Runner:
         if loaded.batching is None:
-            return DirectRunner(loaded.model, pool=pool)
+            return DirectRunner(loaded.model, pool=pool, max_queued=max_queued)
         return BatchingRunner(
             loaded.model,
             pool=pool,
@@ -327,6 +329,7 @@ def _runner_factory(
             on_batch=observers.batch_started,
             model_name=id.name,
             spawn=supervisor.spawn,
+            max_queued=max_queued,
         )
 
     return make_runner

@@ -25,9 +25,10 @@ metadata results are TF Serving's own protos (the neutral form TF Serving itself
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -35,6 +36,7 @@ import numpy as np
 
 from aserve import inference
 from aserve.auth import Authenticator
+from aserve.batching import Reservation, Runner
 from aserve.core import ServerCore
 from aserve.errors import Code, ServingError, not_found
 from aserve.ids import ServableRequest
@@ -133,6 +135,7 @@ class Service:
         self._offload_us = options.offload_us
         self._budget = (options.max_request_elements, options.max_request_bytes)
         self._in_flight: dict[RequestRecord, asyncio.Task[Any] | None] = {}
+        self._held: dict[RequestRecord, tuple[Runner, Reservation]] = {}  # see admit()
         self._idle = asyncio.Event()
         self._aborting = False
 
@@ -187,6 +190,9 @@ class Service:
 
     def finish(self, record: RequestRecord) -> None:
         record.latency = time.perf_counter() - record.started
+        held = self._held.pop(record, None)
+        if held is not None:  # admitted, but it ended before it ran
+            held[1].release()
         if self._in_flight.pop(record, False) is not False and not self._in_flight:
             self._idle.set()
         self._observers.request_finished(record)
@@ -234,7 +240,10 @@ class Service:
     async def predict(self, record: RequestRecord, request: Predict, encoding: Encoding[T]) -> T:
         """The answer is the outputs (alias -> array), encoded."""
         name = record.signature = inference.signature_name(request.signature_name)
-        with self._acquire(record, request.model) as servable:
+        with (
+            self._acquire(record, request.model) as servable,
+            self._place(record, servable) as place,
+        ):
             record.version = servable.id.version
             signature = servable.model.signatures.get(name)
             if signature is None:
@@ -247,7 +256,7 @@ class Service:
                 signature, inputs, request.output_filter, check_method_name=self._check_method
             )
             del inputs  # the job holds what it feeds
-            results = await self._run(record, servable, job, request.timeout_ms)
+            results = await self._run(record, servable, job, request.timeout_ms, place)
         return await self._answer(servable, job, results, encoding)
 
     async def classify_or_regress(
@@ -255,7 +264,10 @@ class Service:
     ) -> T:
         """The answer is the ClassificationResult or RegressionResult proto, encoded."""
         record.signature = inference.signature_name(request.signature_name)
-        with self._acquire(record, request.model) as servable:
+        with (
+            self._acquire(record, request.model) as servable,
+            self._place(record, servable) as place,
+        ):
             record.version = servable.id.version
             job = inference.examples_job(
                 servable.model.signatures,
@@ -264,32 +276,65 @@ class Service:
                 request.input,
                 check_method_name=self._check_method,
             )
-            results = await self._run(record, servable, job, request.timeout_ms)
+            results = await self._run(record, servable, job, request.timeout_ms, place)
         return await self._answer(servable, job, results, encoding)
 
     async def multi_inference(
         self, record: RequestRecord, request: MultiInference, encoding: Encoding[T]
     ) -> T:
         """The answer lists the tasks' results in task order, encoded."""
-        with self._acquire(record, request.model) as servable:
+        with (
+            self._acquire(record, request.model) as servable,
+            self._place(record, servable) as place,
+        ):
             record.version = servable.id.version
             inference.check_multi_inference_models(request.models)
             job = inference.multi_inference_job(
                 servable.model.signatures, request.tasks, request.input
             )
-            results = await self._run(record, servable, job, request.timeout_ms)
+            results = await self._run(record, servable, job, request.timeout_ms, place)
         return await self._answer(servable, job, results, encoding)
+
+    def admit(self, record: RequestRecord, request: ServableRequest) -> None:
+        """Hold a place in the model's queue for a request whose body is still to be read,
+        or refuse it at once (UNAVAILABLE, 503) when the queue is full; other problems are
+        left to the request's own path."""
+        record.model, record.label = request.name, request.label
+        try:
+            servable = self.core.registry.resolve(request)
+        except ServingError:
+            return
+        self._held[record] = (servable.runner, servable.runner.reserve())
+
+    @contextlib.contextmanager
+    def _place(self, record: RequestRecord, servable: Servable) -> Iterator[Reservation]:
+        """The request's place in the queue of ``servable``: the one :meth:`admit` held, or
+        a new one; refused (UNAVAILABLE) before anything is decoded when there is none."""
+        runner, place = self._held.pop(record, (None, None))
+        if runner is not servable.runner or place is None:
+            if place is not None:
+                place.release()
+            place = servable.runner.reserve()
+        try:
+            yield place
+        finally:
+            place.release()
 
     def _acquire(self, record: RequestRecord, request: ServableRequest) -> Any:
         record.model, record.label = request.name, request.label
         return self.core.registry.acquire(request)
 
     async def _run(
-        self, record: RequestRecord, servable: Servable, job: Job, timeout_ms: int
+        self,
+        record: RequestRecord,
+        servable: Servable,
+        job: Job,
+        timeout_ms: int,
+        place: Reservation,
     ) -> list[np.ndarray]:
         record.examples = job.examples
         start = time.perf_counter()
-        results, record.batch_size = await servable.runner.run(job.plan, timeout_ms)
+        results, record.batch_size = await servable.runner.run(job.plan, timeout_ms, place)
         record.runtime = time.perf_counter() - start
         return results
 
@@ -359,3 +404,5 @@ class Service:
         from aserve.config import from_proto
 
         await self.core.reload(from_proto(config_proto))
+
+

@@ -209,7 +209,7 @@ def test_cancelled_and_expired_requests_leave_the_queue_before_running() -> None
         assert (await kept)[0].tolist() == [6.5]
         with pytest.raises(ServingError) as info:
             await late
-        assert info.value.code is Code.RESOURCE_EXHAUSTED
+        assert info.value.code is Code.DEADLINE_EXCEEDED  # TF Serving: RESOURCE_EXHAUSTED
         assert info.value.message == "Run() timeout exceeded while waiting in batching queue"
         await running
 
@@ -302,3 +302,47 @@ def test_a_full_batch_starts_on_a_free_thread_while_another_runs() -> None:
         await asyncio.gather(first, *full)
 
     assert sorted(scenario(body, num_batch_threads=2).batches) == [1, 4]
+
+
+def test_direct_runs_are_bounded_and_expire_while_waiting_for_a_worker() -> None:
+    from aserve.batching import DirectRunner
+    from aserve.inference import Plan
+
+    model = FakeModel()
+
+    def plan(value: float) -> Plan:
+        return Plan({"x": np.array([value], np.float32)}, ("y",), ("y",))
+
+    async def main() -> None:
+        pool = WorkerPool(workers=1)
+        runner = DirectRunner(model, pool=pool, max_queued=2)
+        try:
+            model.hold.clear()
+            busy = asyncio.ensure_future(runner.run(plan(0.0), 0))  # holds the only worker
+            late = asyncio.ensure_future(runner.run(plan(1.0), timeout_ms=20))
+            await until(lambda: runner.queued() == 2)
+            with pytest.raises(ServingError):
+                runner.reserve()
+            with pytest.raises(ServingError) as full:
+                await runner.run(plan(2.0), 0)
+            assert full.value.code is Code.UNAVAILABLE
+            assert full.value.headers == (("retry-after", "1"),)
+            await asyncio.sleep(0.05)  # late's deadline passes while it waits
+            model.hold.set()
+            assert (await busy)[0][0].tolist() == [2.0]
+            with pytest.raises(ServingError) as expired:
+                await late
+            assert expired.value.code is Code.DEADLINE_EXCEEDED
+            place = runner.reserve()  # room again; a held place counts until released
+            runner.reserve()
+            with pytest.raises(ServingError):
+                runner.reserve()
+            place.release()
+            place.release()  # once only
+            runner.reserve()
+        finally:
+            model.hold.set()
+            pool.shutdown()
+
+    asyncio.run(main())
+    assert model.batches == [1]  # the expired request never ran

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aserve import loader
 from aserve.errors import Code, ServingError
 from aserve.loader import LoadOptions, load
 from models import build_gate
@@ -86,3 +87,35 @@ def test_unknown_tags() -> None:
         load(str(HALF_PLUS_TWO / "00000123"), LoadOptions(tags=("gpu",)))
     assert info.value.code is Code.NOT_FOUND
     assert "Could not find meta graph def matching supplied tags: { gpu }" in info.value.message
+
+
+def test_an_unreadable_version_folder_is_reported_as_permission_denied(tmp_path: Path) -> None:
+    import os
+
+    version = tmp_path / "1"
+    version.mkdir()
+    (version / "saved_model.pb").write_bytes(b"")
+    version.chmod(0o000)
+    tmp_path.chmod(0o755)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # as an unprivileged user: root may read any folder
+        try:
+            if os.geteuid() == 0:
+                os.setuid(65534)
+            try:
+                loader._check_layout(str(version))
+                answer = "no error"
+            except ServingError as e:
+                answer = f"{e.code.name} {e.message}"
+            os.write(write, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    answer = os.read(read, 4096).decode()
+    version.chmod(0o755)
+    assert (
+        answer
+        == f"PERMISSION_DENIED Permission denied: the server cannot read the version folder {version}"
+    )
