@@ -124,7 +124,7 @@ class Server:
         config_text: str,
     ) -> None:
         options = self.options
-        supervisor.spawn(memory.freeze_heap_after_loads(core.monitor), name="heap-freezer")
+        supervisor.spawn(memory.freeze_heap_at_start(), name="heap-freezer")
         supervisor.spawn(self.metrics.sample_event_loop_lag(), name="loop-lag-sampler")
         for name, task in built.background.items():
             supervisor.spawn(task(), name=name)
