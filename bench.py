@@ -4,6 +4,8 @@
     python bench.py                 # everything (about 10 minutes on 2 cores)
     python bench.py --quick         # shorter runs, for a smoke check
     python bench.py --plot          # also write bench-results/latency_vs_throughput.png
+    python bench.py --only soak      # only memory over load/unload cycles (~4 min)
+    python bench.py --only isolation # only tiny p99 while a 281 MB model loads (~2 min)
 
 For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute-heavy
 ``mlp``; built here with TensorFlow, see loadtests/models.py) it measures, in one run:
@@ -754,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
             "loop-lag": lambda: loop_lag_table(run_loop_lag(work, args)),
             "access-log": lambda: access_log_table(run_access_log(work, args)),
             "flood": lambda: flood_table(run_flood(work, args)),
+            "soak": lambda: run_memory_part("soak", work, args.quick),
+            "isolation": lambda: run_memory_part("isolation", work, args.quick),
         }
         report = parts[args.only]()
         print(report)
@@ -836,6 +840,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nplot: {out / 'latency_vs_throughput.png'}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def run_memory_part(part: str, work: Path, quick: bool) -> str:
+    """The soak (loadtests/soak.py) or the load-isolation run (loadtests/isolation.py)."""
+    from loadtests import isolation, soak
+
+    if part == "soak":
+        argv = ["--mlp-cycles", "40", "--big-cycles", "4", "--big-every", "2"] if quick else []
+        argv += ["--folder-swaps", "20", "--every", "10"] if quick else []
+        rows, entries = soak.run_soak(work, soak.parse_args(argv))
+        heading = "## Memory over load/unload cycles (loadtests/soak.py)"
+        note = f"status entries of the rolling model at the end: {entries}"
+        return "\n\n".join([heading, soak.table(rows), note])
+    argv = ["--rounds", "1", "--duration", "10"] if quick else []
+    windows = isolation.run_isolation(work, isolation.parse_args(argv))
+    heading = "## Tiny latency while a 281 MB model loads and unloads (loadtests/isolation.py)"
+    return "\n\n".join([heading, isolation.table(windows)])
 
 
 def run_swap(work: Path, args: argparse.Namespace) -> Any:
@@ -960,8 +981,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="bench-results")
     parser.add_argument(
         "--only",
-        choices=["loop-lag", "access-log", "flood"],
-        help="run only this part: the mixed loop-lag run, the access log's cost, the flood",
+        choices=["loop-lag", "access-log", "flood", "soak", "isolation"],
+        help="run only this part: the mixed loop-lag run, the access log's cost, the flood, "
+        "the memory soak (loadtests/soak.py) or the load-isolation run (loadtests/isolation.py)",
     )
     parser.add_argument("--flood-connections", type=int, default=2000)
     parser.add_argument("--flood-seconds", type=float, default=20.0)

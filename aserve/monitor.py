@@ -1,8 +1,16 @@
 """What clients may know about servable states: TF Serving's five public states.
 
-The monitor keeps the latest public state of every version ever seen (END
-entries included, with their error), which is what GetModelStatus reports, plus
-a bounded log of transitions. Waiters are woken on every change.
+The monitor keeps the latest public state of each version, which is what GetModelStatus
+reports, plus a bounded log of transitions. Waiters are woken on every change.
+
+The history is bounded, so that a server deployed to every few minutes for months holds as
+much as on its first day (TF Serving keeps every version it ever saw):
+
+* a live version (START, LOADING, AVAILABLE, UNLOADING) is always kept;
+* of a model's ended versions (END, with their error if any), the ``ended_per_model``
+  that ended last are kept; an older one is forgotten (its status is NOT_FOUND);
+* of the models with no live version left (removed from the config), the
+  ``ended_models`` that ended last are kept; an older one is forgotten entirely.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aserve.errors import ServingError
 from aserve.harness import ModelState
@@ -26,15 +35,43 @@ class VersionStatus:
     at: float = 0.0  # wall-clock time of the change
 
 
+ENDED_PER_MODEL = 10
+ENDED_MODELS = 100
+
+
 class Monitor:
-    def __init__(self, *, log_size: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        log_size: int = 1000,
+        ended_per_model: int = ENDED_PER_MODEL,
+        ended_models: int = ENDED_MODELS,
+    ) -> None:
         self._states: dict[str, dict[int, VersionStatus]] = {}
+        # per model, its END versions in the order they ended (dicts as ordered sets)
+        self._ended: dict[str, dict[int, None]] = {}
+        self._retired: dict[str, None] = {}  # models with nothing live, in the order they ended
+        self._ended_per_model = max(ended_per_model, 1)
+        self._ended_models = max(ended_models, 1)
         self._log: collections.deque[VersionStatus] = collections.deque(maxlen=log_size)
         self._changed = asyncio.Event()
 
     def update(self, id: ServableId, state: ModelState, error: ServingError | None = None) -> None:
         status = VersionStatus(id, state, error, time.time())
-        self._states.setdefault(id.name, {})[id.version] = status
+        versions = self._states.setdefault(id.name, {})
+        versions[id.version] = status
+        ended = self._ended.setdefault(id.name, {})
+        ended.pop(id.version, None)
+        if state is ModelState.END:
+            ended[id.version] = None
+            while len(ended) > self._ended_per_model:
+                del versions[_pop_oldest(ended)]
+        self._retired.pop(id.name, None)
+        if len(ended) == len(versions):  # nothing of this model is live
+            self._retired[id.name] = None
+            while len(self._retired) > self._ended_models:
+                name = _pop_oldest(self._retired)
+                del self._states[name], self._ended[name]
         self._log.append(status)
         self.notify()
 
@@ -44,7 +81,7 @@ class Monitor:
         self._changed = asyncio.Event()
 
     def versions(self, name: str) -> dict[int, VersionStatus]:
-        """Every version of ``name`` ever seen, highest first."""
+        """The versions of ``name`` (live ones and the recent ENDs), highest first."""
         states = self._states.get(name, {})
         return {v: states[v] for v in sorted(states, reverse=True)}
 
@@ -69,3 +106,9 @@ class Monitor:
         """Return once ``predicate()`` holds, re-checking after every state change."""
         while not predicate():
             await self._changed.wait()
+
+
+def _pop_oldest(ordered: dict[Any, None]) -> Any:
+    oldest = next(iter(ordered))
+    del ordered[oldest]
+    return oldest

@@ -160,7 +160,7 @@ class Server:
 
     def _supervise(self, parts: _Parts, config_text: str) -> None:
         options, supervisor = self.options, parts.supervisor
-        supervisor.spawn(memory.freeze_heap_after_loads(parts.core.monitor), name="heap-freezer")
+        supervisor.spawn(memory.freeze_heap_at_start(), name="heap-freezer")
         supervisor.spawn(self.metrics.sample_event_loop_lag(), name="loop-lag-sampler")
         if parts.tokens:
             supervisor.spawn(auth.watch(parts.tokens, parts.pool.io), name="token-watcher")

@@ -404,5 +404,3 @@ class Service:
         from aserve.config import from_proto
 
         await self.core.reload(from_proto(config_proto))
-
-

@@ -1,7 +1,8 @@
 """The server's long-lived tasks, supervised: one that dies takes the server down, loudly.
 
-The reconciler, the version poller, the config watcher, the health tracker, the heap freezer,
-the event-loop lag sampler and every batch scheduler run forever. If one of them raised and
+The reconciler, the version poller, the config watcher, the token-file watcher, the
+event-loop lag sampler and every batch scheduler run forever (the start-up report and the
+one-time heap freeze run under it too, and end). If one of them raised and
 stopped silently, the server would go on answering from stale state. So each runs under the
 one :class:`Supervisor`: a task that ends with an exception is logged with its traceback,
 :attr:`Supervisor.failed` is set, the server shuts down in order, and the process exits with
