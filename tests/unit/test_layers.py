@@ -2,7 +2,8 @@
 
 The contracts live in pyproject.toml (``[tool.importlinter]``): the pure core imports no
 asyncio and no TensorFlow, the lifecycle knows no protocol, the service knows no transport,
-and front ends reach the lifecycle only through the service.
+front ends reach the lifecycle only through the service, and only the front-end
+modules know the transports under them.
 """
 
 from __future__ import annotations
