@@ -38,6 +38,7 @@ from typing import Final, Protocol
 from aserve import tensors
 from aserve.errors import Code, ServingError, http_status_of, invalid_argument
 from aserve.http1 import Http1Server
+from aserve.ids import ServableRequest
 from aserve.records import RequestRecord
 from aserve.service import Service
 from aserve.tensors import costs
@@ -93,7 +94,17 @@ BodyReader = Callable[[int], Awaitable[bytes | None]]  # the whole body; None if
 class HttpRequest:
     """One request as handlers see it: method, raw path, headers, body, and its record."""
 
-    __slots__ = ("method", "path", "headers", "record", "body_read", "_read", "_service", "_limit")
+    __slots__ = (
+        "method",
+        "path",
+        "headers",
+        "record",
+        "body_read",
+        "body_arrived",
+        "_read",
+        "_service",
+        "_limit",
+    )
 
     def __init__(
         self,
@@ -103,12 +114,14 @@ class HttpRequest:
         read: BodyReader,
         record: RequestRecord,
         app: HttpApp,
+        body_arrived: bool = False,
     ) -> None:
         self.method = method
         self.path = path  # still percent-encoded: TF Serving routes on the raw path
         self.headers = headers  # names in lower case
         self.record = record
         self.body_read = False
+        self.body_arrived = body_arrived  # the whole body is in memory already
         self._read = read
         self._service = app.service
         self._limit = app.options.max_body_bytes
@@ -119,6 +132,13 @@ class HttpRequest:
             if key == name:
                 return value
         return b""
+
+    def admit(self, spec: ServableRequest) -> None:
+        """Hold a place in the queue of the model ``spec`` names before reading a body still
+        on its way, or refuse the request now (503) if there is none; a body already here
+        costs nothing to read, and the place is taken after decoding it."""
+        if not self.body_arrived:
+            self._service.admit(self.record, spec)
 
     async def body(self) -> bytes:
         """The whole body, gunzipped if sent with ``Content-Encoding: gzip``; 413 if too large."""
@@ -184,12 +204,13 @@ class HttpApp:
         headers: Sequence[tuple[bytes, bytes]],
         peer: str,
         read: BodyReader,
+        body_arrived: bool = False,
     ) -> HttpResponse | None:
         """The answer to one request, its headers complete (``content-length`` is the
         transport's to add); None if the client has gone."""
         service = self.service
         record = service.begin("rest", request_id=_header(headers, b"x-request-id"), peer=peer)
-        request = HttpRequest(method, path, headers, read, record, self)
+        request = HttpRequest(method, path, headers, read, record, self, body_arrived)
         try:
             response = await self._respond(request)
         except BaseException as e:
@@ -215,15 +236,13 @@ class HttpApp:
             response.headers.append((b"content-type", response.content_type))
         return response
 
-    async def _respond(self, request: HttpRequest) -> HttpResponse:
+    def _respond(self, request: HttpRequest) -> Awaitable[HttpResponse]:
+        """The handler's coroutine (handed back, not awaited: one frame less to resume)."""
         if request.method == "OPTIONS":
-            request.record.api = "preflight"
-            origin = request.header(b"origin").decode("latin-1")
-            status = 200 if _ORIGIN.fullmatch(origin) else 400
-            return HttpResponse(b"", status=status, content_type=b"")
+            return _preflight(request)
         route = self._route(request.path)
         self.service.authorize(request.record, route.access, request.header(b"authorization"))
-        return await route.handler(request)
+        return route.handler(request)
 
     def _route(self, path: str) -> Route:
         route = self._exact.get(path)
@@ -234,6 +253,13 @@ class HttpApp:
             if lowered.startswith(prefix):
                 return route
         return _UNKNOWN
+
+
+async def _preflight(request: HttpRequest) -> HttpResponse:
+    request.record.api = "preflight"
+    origin = request.header(b"origin").decode("latin-1")
+    status = 200 if _ORIGIN.fullmatch(origin) else 400
+    return HttpResponse(b"", status=status, content_type=b"")
 
 
 async def _not_found(request: HttpRequest) -> HttpResponse:

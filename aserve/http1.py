@@ -341,6 +341,7 @@ class _Connection(asyncio.Protocol):
             exchange.headers,
             self._peer,
             lambda limit: self._read_body(exchange, limit),
+            exchange.complete,
         )
         transport = self._transport
         if response is None or transport is None or transport.is_closing():
