@@ -98,6 +98,13 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "rest_api_ssl_certfile",
         "rest_api_ssl_keyfile",
         "rest_api_ssl_ca_file",
+        # object storage, TFLite, custom ops, the profiler
+        "prefer_tflite_model",
+        "num_tflite_pools",
+        "num_tflite_interpreters_per_pool",
+        "enable_profiler",
+        "model_cache_dir",
+        "custom_op_paths",
     }
 )
 
@@ -211,7 +218,14 @@ def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
 def _paths(text: str) -> tuple[str, ...]:
     paths = tuple(path.strip() for path in text.split(",") if path.strip())
     if not paths:
-        raise ValueError("comma-separated folders")
+        raise ValueError("comma-separated folders or URLs")
+    return paths
+
+
+def _files(text: str) -> tuple[str, ...]:
+    paths = tuple(path.strip() for path in text.split(",") if path.strip())
+    if not paths:
+        raise ValueError("comma-separated files")
     return paths
 
 
@@ -263,6 +277,7 @@ _CHANNEL_ARGS: Final = _Kind(metavar="K=V,...", convert=_channel_arguments, show
 _LEVEL: Final = _Kind(metavar="LEVEL", convert=_log_level)
 _FORMAT: Final = _Kind(metavar="FORMAT", convert=_log_format)
 _FOLDERS: Final = _Kind(metavar="DIR,...", convert=_paths, show=_show_tuple)
+_FILES: Final = _Kind(metavar="FILE,...", convert=_files, show=_show_tuple)
 
 # --- the flag table ----------------------------------------------------------------------------
 
@@ -531,12 +546,29 @@ class ServerOptions:
         (),
         _FOLDERS,
         _OPERATIONS,
-        "every model base path must lie under one of these folders (symlinks resolved)",
+        "every model base path must lie under one of these folders (symlinks resolved) or "
+        "URLs (s3://bucket/prefix)",
     )
     rest_api_ssl_certfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: certificate")
     rest_api_ssl_keyfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: private key")
     rest_api_ssl_ca_file: str = _flag(
         "", _PATH, _OPERATIONS, "REST clients must present a certificate from this CA (mTLS)"
+    )
+    # object storage and custom ops
+    model_cache_dir: str = _flag(
+        "",
+        _PATH,
+        _ASERVE,
+        "versions of models in object storage (s3://, gs://, oss:// base paths) are "
+        "downloaded here before they load, and removed after they unload",
+        shown="<system temp dir>/aserve-model-cache",
+    )
+    custom_op_paths: tuple[str, ...] = _flag(
+        (),
+        _FILES,
+        _ASERVE,
+        "TensorFlow op libraries (.so) to load with tf.load_op_library before any model "
+        "(tensorflow-text's ops load by themselves when it is installed)",
     )
     codec_offload_us: float = _flag(
         200.0,
@@ -686,7 +718,7 @@ def _check_models(options: ServerOptions) -> None:
         raise UsageError(f"--model_config_file={config} does not exist")
     if config and not os.path.isfile(config):
         raise UsageError(f"--model_config_file={config} is not a file")
-    if not config and not os.path.isdir(base):
+    if not config and "://" not in base and not os.path.isdir(base):
         raise UsageError(f"--model_base_path={base} is not a directory")
 
 
@@ -729,8 +761,14 @@ def _check_operations(options: ServerOptions) -> None:
         if path and not os.path.isfile(path):
             raise UsageError(f"{path} (a token file) is not a file")
     for root in options.allowed_model_roots:
-        if not os.path.isdir(root):
+        if "://" not in root and not os.path.isdir(root):
             raise UsageError(f"--allowed_model_roots: {root} is not a directory")
+
+
+def _check_custom_ops(options: ServerOptions) -> None:
+    for path in options.custom_op_paths:
+        if not os.path.isfile(path):
+            raise UsageError(f"--custom_op_paths: {path} is not a file")
 
 
 _CHECKS: Final[tuple[Callable[[ServerOptions], None], ...]] = (
@@ -740,6 +778,7 @@ _CHECKS: Final[tuple[Callable[[ServerOptions], None], ...]] = (
     _check_batching,
     _check_parallelism,
     _check_operations,
+    _check_custom_ops,
 )
 
 # --- help and version --------------------------------------------------------------------------
