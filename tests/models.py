@@ -644,3 +644,28 @@ def build_whitespace_tokenizer(path: Path) -> Path:
     module = Tokenizer()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     return path
+
+
+def audio_frontend_library() -> Path:
+    """An op library TensorFlow ships (``AudioMicrofrontend``; TF's core registers it too)."""
+    from tensorflow.lite.experimental.microfrontend.python import ops
+
+    return Path(ops.__file__).parent / "_audio_microfrontend_op.so"
+
+
+def build_audio_frontend(path: Path) -> Path:
+    """``serving_default``: ``audio`` (int16 [samples] at 16 kHz) -> ``features`` (float
+    [frames, 8]) by the ``AudioMicrofrontend`` op of :func:`audio_frontend_library`."""
+    import tensorflow as tf
+    from tensorflow.lite.experimental.microfrontend.python.ops import audio_microfrontend_op
+
+    predict = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def
+
+    def build() -> dict[str, object]:
+        audio = tf.compat.v1.placeholder(tf.int16, [None], name="audio")
+        features = audio_microfrontend_op.audio_microfrontend(
+            audio, window_size=30, window_step=20, num_channels=8, out_type=tf.float32
+        )
+        return {"serving_default": predict({"audio": audio}, {"features": features})}
+
+    return _save(path, build)
