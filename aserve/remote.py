@@ -13,7 +13,9 @@ share one download; the copy is removed when the last of them has unloaded it.
 
 Credentials and endpoints come from each back end's own configuration (for S3, botocore's:
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``,
-``~/.aws/config``...). Everything here blocks; it runs in the server's I/O and load threads.
+``~/.aws/config``...; for OSS, Alibaba Cloud's ``OSS_ENDPOINT``, ``OSS_ACCESS_KEY_ID``,
+``OSS_ACCESS_KEY_SECRET``, ``OSS_SESSION_TOKEN``). Everything here blocks; it runs in the
+server's I/O and load threads.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class RemoteStorage:
             if self._fs is None:
                 import fsspec
 
-                self._fs = fsspec.filesystem(self.scheme)
+                self._fs = fsspec.filesystem(self.scheme, **_options(self.scheme))
             return self._fs
 
     def _cache_path(self, version_path: str) -> str:
@@ -164,6 +166,18 @@ class RemoteStorage:
             raise ServingError(Code.NOT_FOUND, f"No files found under {version_path}")
         fs.get(remote, local)
         return len(remote), size
+
+
+def _options(scheme: str) -> dict[str, str]:
+    """Back-end options aserve reads from the environment itself: ossfs takes only
+    ``OSS_ENDPOINT`` from there, so Alibaba Cloud's standard credential variables
+    (``OSS_ACCESS_KEY_ID``, ``OSS_ACCESS_KEY_SECRET``, ``OSS_SESSION_TOKEN``) are passed to it.
+    s3fs and gcsfs read their credentials (and botocore ``AWS_ENDPOINT_URL``) themselves."""
+    if scheme != "oss":
+        return {}
+    names = {"key": "OSS_ACCESS_KEY_ID", "secret": "OSS_ACCESS_KEY_SECRET"}
+    names["token"] = "OSS_SESSION_TOKEN"
+    return {option: os.environ[name] for option, name in names.items() if os.environ.get(name)}
 
 
 def _remove_leftovers(target: str) -> None:

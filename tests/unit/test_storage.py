@@ -137,3 +137,15 @@ def test_leftovers_of_an_earlier_run_are_fetched_again(tmp_path: Path) -> None:
     folder = Path(store.local_version(f"file://{base}/1"))
     assert (folder / "saved_model.pb").read_bytes() == b"graph"
     assert sorted(p.name for p in cached.iterdir()) == ["1"]
+
+
+def test_oss_credentials_come_from_alibabas_standard_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aserve.remote import _options
+
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", "secret")
+    monkeypatch.delenv("OSS_SESSION_TOKEN", raising=False)
+    assert _options("oss") == {"key": "id", "secret": "secret"}
+    assert _options("s3") == {}
