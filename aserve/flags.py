@@ -195,11 +195,19 @@ def _host(text: str) -> str:
     return text
 
 
-def _tags(text: str) -> tuple[str, ...]:
-    tags = tuple(tag.strip() for tag in text.split(",") if tag.strip())
-    if not tags:
-        raise ValueError("comma-separated tags such as serve,gpu")
-    return tags
+def _comma_list(expected: str) -> Callable[[str], tuple[str, ...]]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; nothing at all is an error naming ``expected``."""
+
+    def convert(text: str) -> tuple[str, ...]:
+        items = tuple(item.strip() for item in text.split(",") if item.strip())
+        if not items:
+            raise ValueError(expected)
+        return items
+
+    return convert
+
+
+_tags = _comma_list("comma-separated tags such as serve,gpu")
 
 
 def _channel_argument(item: str) -> tuple[str, int | str]:
@@ -215,18 +223,8 @@ def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
     return tuple(_channel_argument(item) for item in text.split(",") if item.strip())
 
 
-def _paths(text: str) -> tuple[str, ...]:
-    paths = tuple(path.strip() for path in text.split(",") if path.strip())
-    if not paths:
-        raise ValueError("comma-separated folders or URLs")
-    return paths
-
-
-def _files(text: str) -> tuple[str, ...]:
-    paths = tuple(path.strip() for path in text.split(",") if path.strip())
-    if not paths:
-        raise ValueError("comma-separated files")
-    return paths
+_paths = _comma_list("comma-separated folders or URLs")
+_files = _comma_list("comma-separated files")
 
 
 def _log_format(text: str) -> str:

@@ -24,10 +24,11 @@ Functions here block; they run in :mod:`aserve.pool` threads only.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -41,6 +42,8 @@ from aserve.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD, signatures_from
 MODEL_FILE: Final = "model.tflite"
 SIGNATURE_DEFS_METADATA: Final = "signature_defs_metadata"
 _INITIAL_BATCH_SIZE: Final = 500  # TF Serving's kInitialBatchSize
+Feeds = Mapping[str, np.ndarray]
+_RunOnce = Callable[[Feeds, Sequence[str]], list[Any]]
 
 
 def has_model(path: str) -> bool:
@@ -105,8 +108,9 @@ class TfLiteModel:
         key, routes = self._route([*feeds, *fetches])
         arrays = {name: _tflite_array(array) for name, array in feeds.items()}
         with self._interpreter(timeout_ms) as interpreter:
+            once = functools.partial(_run_once, interpreter, key, routes)
             try:
-                results = self._run_chunks(interpreter, key, routes, arrays, fetches)
+                results = self._in_chunks(once, arrays, fetches)
                 return [_served_array(r) for r in results]
             except (RuntimeError, ValueError) as e:
                 raise ServingError(Code.INTERNAL, f"TFLite: {e}") from None
@@ -139,43 +143,18 @@ class TfLiteModel:
         finally:
             self._pool.put(interpreter)
 
-    def _run_chunks(
-        self,
-        interpreter: _Interpreter,
-        key: str,
-        routes: dict[str, Any],
-        feeds: dict[str, np.ndarray],
-        fetches: Sequence[str],
-    ) -> list[Any]:
+    def _in_chunks(self, once: _RunOnce, feeds: Feeds, fetches: Sequence[str]) -> list[Any]:
+        """``once(feeds, fetches)``, or once per chunk of rows for a request too big for one."""
         rows = {a.shape[0] if a.ndim else -1 for a in feeds.values()}
         size = rows.pop() if len(rows) == 1 else -1
         if not self._chunk or size <= self._chunk:
-            return self._run_once(interpreter, key, routes, feeds, fetches)
+            return once(feeds, fetches)
+        chunk = self._chunk
         parts = [
-            self._run_once(
-                interpreter,
-                key,
-                routes,
-                {n: a[start : start + self._chunk] for n, a in feeds.items()},
-                fetches,
-            )
-            for start in range(0, size, self._chunk)
+            once({n: a[start : start + chunk] for n, a in feeds.items()}, fetches)
+            for start in range(0, size, chunk)
         ]
         return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
-
-    def _run_once(
-        self,
-        interpreter: _Interpreter,
-        key: str,
-        routes: dict[str, Any],
-        feeds: dict[str, np.ndarray],
-        fetches: Sequence[str],
-    ) -> list[Any]:
-        if key:
-            outputs = interpreter.runner(key)(**{routes[n]: a for n, a in feeds.items()})
-            return [outputs[routes[name]] for name in fetches]
-        indices = {routes[name]: array for name, array in feeds.items()}
-        return interpreter.run_main(indices, [routes[name] for name in fetches])
 
     # -- signatures -------------------------------------------------------------------------
 
@@ -231,6 +210,21 @@ class TfLiteModel:
                 _tensor_info(infos[_legacy_name(detail["name"])], detail)
                 routes[detail["name"]] = detail["index"]
         self._routes[""] = routes
+
+
+def _run_once(
+    interpreter: _Interpreter,
+    key: str,
+    routes: dict[str, Any],
+    feeds: Feeds,
+    fetches: Sequence[str],
+) -> list[Any]:
+    """One invocation: through signature runner ``key``, or ("") the main subgraph."""
+    if key:
+        outputs = interpreter.runner(key)(**{routes[n]: a for n, a in feeds.items()})
+        return [outputs[routes[name]] for name in fetches]
+    indices = {routes[name]: array for name, array in feeds.items()}
+    return interpreter.run_main(indices, [routes[name] for name in fetches])
 
 
 def load(path: str, *, pools: int = 1, chunks: int = 1, threads: int = 0) -> TfLiteModel:
