@@ -6,8 +6,8 @@ Files are parsed with ``google.protobuf.text_format`` into the official
 validate -> :func:`diff` -> apply (in :mod:`aserve.core`).
 
 Deliberate leniencies over TF Serving (see the README): a relative
-``base_path`` is resolved against the working directory (by its store,
-:mod:`aserve.storage`), an empty
+``base_path`` is resolved against the working directory (a URL names a model in object
+storage: :mod:`aserve.storage`), an empty
 ``model_platform`` means ``tensorflow``, and ``logging_config`` is ignored with
 a warning instead of failing the load.
 """
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from google.protobuf import message, text_format
 
 from aserve.errors import Code, ServingError, invalid_argument
-from aserve.storage import storage_for
+from aserve.storage import resolve_base_path
 from aserve.versions import AllVersions, Latest, Specific, VersionPolicy
 
 log = logging.getLogger("aserve.config")
@@ -37,7 +37,7 @@ M = TypeVar("M", bound=message.Message)
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
-    base_path: str  # absolute
+    base_path: str  # an absolute folder, or a URL (object storage)
     policy: VersionPolicy = Latest()
     labels: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     platform: str = PLATFORM
@@ -135,7 +135,7 @@ def _model_config(model: Any) -> ModelConfig:
 
 def _base_path(name: str, base_path: str) -> str:
     try:
-        return storage_for(base_path).resolve(base_path)
+        return resolve_base_path(base_path)
     except ServingError as e:
         raise invalid_argument(f"Model {name}: {e.message}") from None
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from aserve.pool import WorkerPool
 from aserve.records import LoadRecord, Observers
 from aserve.registry import Registry, Servable
 from aserve.source import Source
+from aserve.storage import Stores, within_roots
 from aserve.supervisor import Supervisor
 
 log = logging.getLogger("aserve.core")
@@ -51,7 +51,7 @@ class CoreOptions:
     file_system_poll_wait_seconds: float = 1.0
     allow_version_labels_for_unavailable_models: bool = False
     retry: RetryPolicy = RetryPolicy()
-    allowed_roots: tuple[str, ...] = ()  # resolved folders; empty: any base path
+    allowed_roots: tuple[str, ...] = ()  # resolved folders and URLs; empty: any base path
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,9 @@ class LoadedVersion:
 
     model: Any  # aserve.loader.SavedModel, or any object with its run/close/signatures
     batching: BatchingOptions | None = None  # None: every request runs on its own
+    # run in an I/O thread once the model has closed: frees what loading fetched (the
+    # local copy of a version from object storage)
+    release: Callable[[], None] | None = None
 
 
 # load_model(version_path, report) runs in a load thread; ``report`` takes each attempt's
@@ -78,6 +81,7 @@ class ServerCore:
         supervisor: Supervisor,
         make_runner: MakeRunner | None = None,
         observers: Observers | None = None,
+        stores: Stores | None = None,
     ) -> None:
         self.options = options
         self.pool = pool
@@ -93,13 +97,17 @@ class ServerCore:
             observers=observers,
         )
         self.source = Source(
-            manager=self.manager, pool=pool, poll_seconds=options.file_system_poll_wait_seconds
+            manager=self.manager,
+            pool=pool,
+            poll_seconds=options.file_system_poll_wait_seconds,
+            stores=stores,
         )
         self.config = ServingConfig.of()
         self._load_model = load_model
         self._make_runner = make_runner or (lambda _id, v: DirectRunner(v.model, pool=pool))
         self._observers = observers or Observers()
         self._supervisor = supervisor
+        self._releases: dict[Servable, Callable[[], None]] = {}
         self.draining = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -236,13 +244,12 @@ class ServerCore:
     # -- internals --------------------------------------------------------------------------
 
     def _check_roots(self, new: ServingConfig) -> None:
-        """--allowed_model_roots: every base path resolves (symlinks followed) under a root."""
+        """--allowed_model_roots: every base path lies (symlinks followed) under a root."""
         roots = self.options.allowed_roots
         if not roots:
             return
         for model in new.models.values():
-            path = os.path.realpath(model.base_path)
-            if not any(os.path.commonpath([path, root]) == root for root in roots):
+            if not within_roots(model.base_path, roots):
                 message = (
                     f"Model {model.name}: base_path {model.base_path} is outside "
                     f"--allowed_model_roots ({', '.join(roots)})"
@@ -284,11 +291,17 @@ class ServerCore:
             loop.call_soon_threadsafe(self._observers.load_finished, record)
 
         loaded = await self.pool.load(self._load_model, path, report)
-        return Servable(id, loaded.model, self._make_runner(id, loaded))
+        servable = Servable(id, loaded.model, self._make_runner(id, loaded))
+        if loaded.release is not None:
+            self._releases[servable] = loaded.release
+        return servable
 
     async def _unload(self, servable: Servable) -> None:
         await servable.runner.close()
         await self.pool.unload(servable.model.close)
+        release = self._releases.pop(servable, None)
+        if release is not None:
+            await self.pool.io(release)
 
 
 def _describe(change: ConfigDiff) -> str:

@@ -100,6 +100,13 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "rest_api_ssl_certfile",
         "rest_api_ssl_keyfile",
         "rest_api_ssl_ca_file",
+        # object storage, TFLite, custom ops, the profiler
+        "prefer_tflite_model",
+        "num_tflite_pools",
+        "num_tflite_interpreters_per_pool",
+        "enable_profiler",
+        "model_cache_dir",
+        "custom_op_paths",
     }
 )
 
@@ -190,11 +197,19 @@ def _host(text: str) -> str:
     return text
 
 
-def _tags(text: str) -> tuple[str, ...]:
-    tags = tuple(tag.strip() for tag in text.split(",") if tag.strip())
-    if not tags:
-        raise ValueError("comma-separated tags such as serve,gpu")
-    return tags
+def _comma_list(expected: str) -> Callable[[str], tuple[str, ...]]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; nothing at all is an error naming ``expected``."""
+
+    def convert(text: str) -> tuple[str, ...]:
+        items = tuple(item.strip() for item in text.split(",") if item.strip())
+        if not items:
+            raise ValueError(expected)
+        return items
+
+    return convert
+
+
+_tags = _comma_list("comma-separated tags such as serve,gpu")
 
 
 def _channel_argument(item: str) -> tuple[str, int | str]:
@@ -210,11 +225,8 @@ def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
     return tuple(_channel_argument(item) for item in text.split(",") if item.strip())
 
 
-def _paths(text: str) -> tuple[str, ...]:
-    paths = tuple(path.strip() for path in text.split(",") if path.strip())
-    if not paths:
-        raise ValueError("comma-separated folders")
-    return paths
+_paths = _comma_list("comma-separated folders or URLs")
+_files = _comma_list("comma-separated files")
 
 
 def _log_format(text: str) -> str:
@@ -276,6 +288,7 @@ _FORMAT: Final = _Kind(metavar="FORMAT", convert=_log_format)
 _REST_SERVER: Final = _Kind(metavar="SERVER", convert=_choice("aserve", "uvicorn"))
 _GRPC_SERVER: Final = _Kind(metavar="SERVER", convert=_choice("native", "grpcio"))
 _FOLDERS: Final = _Kind(metavar="DIR,...", convert=_paths, show=_show_tuple)
+_FILES: Final = _Kind(metavar="FILE,...", convert=_files, show=_show_tuple)
 
 # --- the flag table ----------------------------------------------------------------------------
 
@@ -557,12 +570,29 @@ class ServerOptions:
         (),
         _FOLDERS,
         _OPERATIONS,
-        "every model base path must lie under one of these folders (symlinks resolved)",
+        "every model base path must lie under one of these folders (symlinks resolved) or "
+        "URLs (s3://bucket/prefix)",
     )
     rest_api_ssl_certfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: certificate")
     rest_api_ssl_keyfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: private key")
     rest_api_ssl_ca_file: str = _flag(
         "", _PATH, _OPERATIONS, "REST clients must present a certificate from this CA (mTLS)"
+    )
+    # object storage and custom ops
+    model_cache_dir: str = _flag(
+        "",
+        _PATH,
+        _ASERVE,
+        "versions of models in object storage (s3://, gs://, oss:// base paths) are "
+        "downloaded here before they load, and removed after they unload",
+        shown="<system temp dir>/aserve-model-cache",
+    )
+    custom_op_paths: tuple[str, ...] = _flag(
+        (),
+        _FILES,
+        _ASERVE,
+        "TensorFlow op libraries (.so) to load with tf.load_op_library before any model "
+        "(tensorflow-text's ops load by themselves when it is installed)",
     )
     codec_offload_us: float = _flag(
         200.0,
@@ -712,7 +742,7 @@ def _check_models(options: ServerOptions) -> None:
         raise UsageError(f"--model_config_file={config} does not exist")
     if config and not os.path.isfile(config):
         raise UsageError(f"--model_config_file={config} is not a file")
-    if not config and not os.path.isdir(base):
+    if not config and "://" not in base and not os.path.isdir(base):
         raise UsageError(f"--model_base_path={base} is not a directory")
 
 
@@ -755,8 +785,14 @@ def _check_operations(options: ServerOptions) -> None:
         if path and not os.path.isfile(path):
             raise UsageError(f"{path} (a token file) is not a file")
     for root in options.allowed_model_roots:
-        if not os.path.isdir(root):
+        if "://" not in root and not os.path.isdir(root):
             raise UsageError(f"--allowed_model_roots: {root} is not a directory")
+
+
+def _check_custom_ops(options: ServerOptions) -> None:
+    for path in options.custom_op_paths:
+        if not os.path.isfile(path):
+            raise UsageError(f"--custom_op_paths: {path} is not a file")
 
 
 _CHECKS: Final[tuple[Callable[[ServerOptions], None], ...]] = (
@@ -766,6 +802,7 @@ _CHECKS: Final[tuple[Callable[[ServerOptions], None], ...]] = (
     _check_batching,
     _check_parallelism,
     _check_operations,
+    _check_custom_ops,
 )
 
 # --- help and version --------------------------------------------------------------------------

@@ -5,7 +5,8 @@
     await asyncio.gather(*(f.stop(deadline) for f in front_ends))
 
 Today: HTTP (TF Serving's REST API, the health endpoints and the Prometheus page) and gRPC
-(TF Serving's PredictionService and ModelService, and gRPC health). A new protocol adds its
+(TF Serving's PredictionService and ModelService, gRPC health, and TensorFlow's
+ProfilerService). A new protocol adds its
 routes or methods here and its translation in one module of its own.
 """
 
@@ -21,6 +22,7 @@ from aserve import grpc_native
 from aserve._proto import monitoring_config_pb2, ssl_config_pb2
 from aserve.flags import ServerOptions
 from aserve.grpc_api import TfServingApi
+from aserve.grpc_profiler import ProfilerApi
 from aserve.grpc_server import GrpcFrontEnd
 from aserve.health import HealthApi
 from aserve.http import (
@@ -133,6 +135,8 @@ async def _grpc(
     ).methods()
     if options.enable_grpc_healthcheck_service:
         methods += health.methods()
+    if options.enable_profiler:
+        methods += ProfilerApi(service).methods()
     addresses = []
     if options.port:
         addresses.append((f"{options.grpc_host}:{options.port}", await _ssl_credentials(options)))

@@ -1,4 +1,5 @@
-"""Loading SavedModels and running them: the only module that calls TensorFlow.
+"""Loading SavedModels and running them: with :mod:`aserve.tflite`, the only modules that call
+TensorFlow.
 
 Every SavedModel is loaded with the TF1 loader into its own ``tf.compat.v1.Session``
 and run through the session's C-level run call (REFERENCE §8.3). That is how
@@ -23,6 +24,8 @@ Functions here block; they run in :mod:`aserve.pool` threads only.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow.python.client import pywrap_tf_session as tf_session
 
+from aserve import tflite
 from aserve.errors import Code, ServingError
 from aserve.signatures import Signature, signatures_from_meta_graph
 
@@ -46,6 +50,10 @@ class LoadOptions:
     gpu_memory_fraction: float = 0.0
     # --tensorflow_session_config_file: this ConfigProto is used as it is (TF Serving's rule)
     config_file_proto: config_pb2.ConfigProto | None = None
+    # --prefer_tflite_model: a version folder with model.tflite loads as TFLite (aserve.tflite)
+    prefer_tflite: bool = False
+    tflite_pools: int = 1
+    tflite_interpreters_per_pool: int = 1
 
     def session_config(self) -> config_pb2.ConfigProto:
         if self.config_file_proto is not None:
@@ -110,8 +118,19 @@ class SavedModel:
         return endpoint
 
 
-def load(path: str, options: LoadOptions) -> SavedModel:
-    """Load the SavedModel in ``path`` (a version folder). Raises ServingError."""
+Model = SavedModel | tflite.TfLiteModel  # what a loaded version is
+
+
+def load(path: str, options: LoadOptions) -> Model:
+    """Load the model in ``path`` (a version folder): a SavedModel, or with
+    ``prefer_tflite`` its ``model.tflite`` when there is one. Raises ServingError."""
+    if options.prefer_tflite and tflite.has_model(path):
+        return tflite.load(
+            path,
+            pools=options.tflite_pools,
+            chunks=options.tflite_interpreters_per_pool,
+            threads=options.intra_op_threads,
+        )
     _check_layout(path)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=options.session_config())
@@ -125,6 +144,31 @@ def load(path: str, options: LoadOptions) -> SavedModel:
     except BaseException as e:
         session.close()
         raise _load_error(e, path, options) from None
+
+
+def register_ops(library_paths: Sequence[str] = ()) -> list[str]:
+    """Register custom ops before any model loads: TensorFlow Text's when it is installed
+    (TF Serving links them into its binary), then each op library in ``library_paths``
+    (``tf.load_op_library``). Returns what was registered; raises ServingError."""
+    registered = []
+    if importlib.util.find_spec("tensorflow_text") is not None:
+        try:
+            importlib.import_module("tensorflow_text")
+        except Exception as e:  # built for another TensorFlow: its ops cannot register
+            raise ServingError(
+                Code.FAILED_PRECONDITION, f"tensorflow_text is installed but cannot load: {e}"
+            ) from None
+        registered.append("tensorflow_text")
+    for path in library_paths:
+        try:
+            tf.load_op_library(path)
+        except (tf.errors.OpError, OSError) as e:
+            message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+            raise ServingError(
+                Code.NOT_FOUND, f"cannot load the op library {path}: {message}"
+            ) from None
+        registered.append(path)
+    return registered
 
 
 def from_tf_error(error: tf.errors.OpError) -> ServingError:

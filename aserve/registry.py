@@ -28,7 +28,7 @@ from aserve.ids import ServableId, ServableRequest
 
 if TYPE_CHECKING:
     from aserve.batching import Runner
-    from aserve.loader import SavedModel
+    from aserve.loader import Model
 
 
 class Servable:
@@ -36,7 +36,7 @@ class Servable:
 
     __slots__ = ("id", "model", "runner", "refs", "_drained")
 
-    def __init__(self, id: ServableId, model: SavedModel, runner: Runner) -> None:
+    def __init__(self, id: ServableId, model: Model, runner: Runner) -> None:
         self.id = id
         self.model = model
         self.runner = runner  # runs the model's plans: directly, or batched

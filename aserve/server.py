@@ -19,6 +19,8 @@ error plus a non-zero exit status when start-up fails or a supervised task dies.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -33,6 +35,7 @@ from aserve._proto import batching_parameters_pb2
 from aserve.batching import BatchingOptions, BatchingRunner, DirectRunner, Runner, version_options
 from aserve.config import ServingConfig, parse_model_server_config, single_model
 from aserve.core import CoreOptions, LoadedVersion, LoadModel, MakeRunner, ServerCore
+from aserve.errors import ServingError
 from aserve.flags import ServerOptions
 from aserve.ids import ServableId
 from aserve.manager import RetryPolicy
@@ -41,7 +44,7 @@ from aserve.pool import WorkerPool
 from aserve.records import LoadRecord, Observers
 from aserve.service import Service, ServiceOptions
 from aserve.startup import StartupError, one_line_errors, read_file, read_proto
-from aserve.storage import storage_for
+from aserve.storage import LOCAL, Stores, canonical_root
 from aserve.supervisor import Supervisor, TaskDied
 
 log = logging.getLogger("aserve")
@@ -126,13 +129,17 @@ class Server:
                 raise StartupError(f"cannot open --access_log={options.access_log}: {e}") from None
         observers = Observers([*self._observers, *([access_log] if access_log else [])])
         supervisor = self.supervisor = Supervisor()
+        stores = Stores(options.model_cache_dir)
+        load_model = _model_loader(options, batching, session_config, stores)
+        await _register_custom_ops(options, pool)
         core = self.core = ServerCore(
             options=_core_options(options),
             pool=pool,
-            load_model=_model_loader(options, batching, session_config),
+            load_model=load_model,
             supervisor=supervisor,
             make_runner=_runner_factory(options, batching, pool, observers, supervisor),
             observers=observers,
+            stores=stores,
         )
         tokens = [auth.Tokens(p) for p in (options.auth_token_file, options.admin_token_file) if p]
         for file in tokens:
@@ -345,17 +352,29 @@ def _core_options(options: ServerOptions) -> CoreOptions:
         retry=RetryPolicy(
             max_retries=options.max_num_load_retries, interval_seconds=max(interval, 0)
         ),
-        allowed_roots=tuple(os.path.realpath(root) for root in options.allowed_model_roots),
+        allowed_roots=tuple(canonical_root(root) for root in options.allowed_model_roots),
     )
 
 
 VERSION_BATCHING_FILE = "batching_params.pbtxt"
 
 
+async def _register_custom_ops(options: ServerOptions, pool: WorkerPool) -> None:
+    """TF-Text's ops (when installed) and --custom_op_paths, before any model loads."""
+    from aserve import loader
+
+    try:
+        loaded = await pool.load(loader.register_ops, options.custom_op_paths)
+    except ServingError as e:
+        raise StartupError(e.message) from None
+    if loaded:
+        log.info("custom ops registered: %s", ", ".join(loaded))
+
+
 def _model_loader(
-    options: ServerOptions, batching: BatchingOptions | None, session_config: Any
+    options: ServerOptions, batching: BatchingOptions | None, session_config: Any, stores: Stores
 ) -> LoadModel:
-    """Loading one version folder, in a load thread: fetch, read, load, warm up.
+    """Loading one version, in a load thread: fetch (from object storage), read, load, warm up.
 
     Batching: with --enable_per_model_batching_parameters a version is batched with its own
     ``batching_params.pbtxt`` and not at all without one (the global file then only sizes
@@ -373,15 +392,28 @@ def _model_loader(
         device=options.device,
         gpu_memory_fraction=options.per_process_gpu_memory_fraction,
         config_file_proto=session_config,
+        prefer_tflite=options.prefer_tflite_model,
+        tflite_pools=options.num_tflite_pools,
+        tflite_interpreters_per_pool=options.num_tflite_interpreters_per_pool,
     )
     per_version = batching is not None and options.enable_per_model_batching_parameters
 
     def load(path: str, report: Callable[[LoadRecord], None]) -> LoadedVersion:
-        storage = storage_for(path)
+        storage = stores.for_path(path)
         folder = storage.local_version(path)
+        try:
+            loaded = load_folder(path, folder, report)
+        except BaseException:
+            storage.release_version(path)
+            raise
+        if storage is LOCAL:
+            return loaded
+        return dataclasses.replace(loaded, release=functools.partial(storage.release_version, path))
+
+    def load_folder(path: str, folder: str, report: Callable[[LoadRecord], None]) -> LoadedVersion:
         chosen = batching
         if per_version:  # a file that does not parse fails the load before TensorFlow runs
-            chosen = version_options(storage.read_text(os.path.join(folder, VERSION_BATCHING_FILE)))
+            chosen = version_options(LOCAL.read_text(os.path.join(folder, VERSION_BATCHING_FILE)))
         start = time.perf_counter()
         try:
             model = loader.load(folder, load_options)

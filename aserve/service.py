@@ -42,6 +42,7 @@ from aserve.errors import Code, ServingError, not_found
 from aserve.ids import ServableRequest
 from aserve.inference import Job
 from aserve.pool import WorkerPool
+from aserve.profiling import Profiler
 from aserve.records import Observers, RequestRecord, new_request_id
 from aserve.registry import Servable
 from aserve.signatures import Signature
@@ -139,6 +140,7 @@ class Service:
         self._held: dict[RequestRecord, tuple[Runner, Reservation]] = {}  # see admit()
         self._idle = asyncio.Event()
         self._aborting = False
+        self._profiler = Profiler(pool.io)
 
     # -- the record of every request -----------------------------------------------------
 
@@ -402,3 +404,15 @@ class Service:
         from aserve.config import from_proto
 
         await self.core.reload(from_proto(config_proto))
+
+    # -- TensorFlow's profiler (tensorflow.ProfilerService) -----------------------------------
+
+    async def profile(
+        self, record: RequestRecord, duration_ms: int, levels: Mapping[str, int], session_id: str
+    ) -> bytes | None:
+        """Trace the whole server for ``duration_ms``: the XSpace, serialized (None if empty)."""
+        log.info("profiler: tracing for %d ms (session %r)", duration_ms, session_id)
+        return await self._profiler.trace(duration_ms, levels, session_id)
+
+    def end_profile(self, session_id: str) -> None:
+        self._profiler.terminate(session_id)

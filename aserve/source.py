@@ -6,7 +6,8 @@ remembers what it already logged, so a problem is logged once when it appears
 and once when it goes away rather than every second.
 
 Listing (through the model's store, :mod:`aserve.storage`) runs in the I/O pool,
-never on the event loop.
+never on the event loop. A remote store that cannot be reached is the one problem logged on
+every failed poll (the versions loaded keep serving); its first good poll says so.
 """
 
 from __future__ import annotations
@@ -18,20 +19,29 @@ from collections.abc import Iterable, Mapping
 from aserve.config import ModelConfig
 from aserve.manager import Manager
 from aserve.pool import WorkerPool
-from aserve.storage import storage_for
+from aserve.storage import Stores, StoreUnreachable
 from aserve.versions import Listing, aspired_versions, missing_specific_versions
 
 log = logging.getLogger("aserve.source")
 
 
 class Source:
-    def __init__(self, *, manager: Manager, pool: WorkerPool, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        manager: Manager,
+        pool: WorkerPool,
+        poll_seconds: float,
+        stores: Stores | None = None,
+    ) -> None:
         self._manager = manager
         self._pool = pool
+        self._stores = stores or Stores()
         self._poll_seconds = poll_seconds
         self._models: dict[str, ModelConfig] = {}
         self._ignored: dict[str, set[str]] = {}
         self._problem: dict[str, str] = {}
+        self._unreachable: set[str] = set()
 
     def set_models(self, models: Mapping[str, ModelConfig]) -> None:
         """Start watching ``models``; models no longer listed have all versions un-aspired."""
@@ -39,6 +49,7 @@ class Source:
             self._manager.set_aspired_versions(name, {})
             self._ignored.pop(name, None)
             self._problem.pop(name, None)
+            self._unreachable.discard(name)
         self._models = dict(models)
 
     def problem(self, name: str) -> str:
@@ -60,8 +71,18 @@ class Source:
 
     async def _poll_model(self, model: ModelConfig) -> None:
         try:
-            store = storage_for(model.base_path)
+            store = self._stores.for_path(model.base_path)
             listing = await self._pool.io(store.list_versions, model.base_path)
+        except StoreUnreachable as e:
+            log.warning(
+                "model %s: cannot list %s, the loaded versions keep serving: %s",
+                model.name,
+                model.base_path,
+                e,
+            )
+            self._problem[model.name] = f"Could not list {model.base_path}: {e}"
+            self._unreachable.add(model.name)
+            return
         except OSError as e:
             self._report_problem(
                 model.name,
@@ -69,6 +90,10 @@ class Source:
                 f"with error {e.strerror or e}",
             )
             return
+        if model.name in self._unreachable:
+            self._unreachable.discard(model.name)
+            self._problem.pop(model.name, None)
+            log.info("model %s: %s can be listed again", model.name, model.base_path)
         if self._models.get(model.name) is not model:
             return  # the config changed while we were listing
         self._log_news(model, listing)

@@ -17,14 +17,14 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from aserve import inference, tensors
 from aserve.errors import Code, ServingError, invalid_argument
-from aserve.loader import SavedModel
+from aserve.loader import Model
 from aserve.signatures import CLASSIFY_METHOD, REGRESS_METHOD
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
 
 
-def warm_up(model: SavedModel, iterations: int = 1) -> int:
+def warm_up(model: Model, iterations: int = 1) -> int:
     """Replay the warm-up records of ``model``; returns how many records ran."""
     path = os.path.join(model.path, WARMUP_FILE)
     if not os.path.exists(path):
@@ -61,7 +61,7 @@ def _parse(record: bytes) -> Any:
     return log
 
 
-def _job(model: SavedModel, log: Any) -> inference.Job | None:
+def _job(model: Model, log: Any) -> inference.Job | None:
     kind = log.WhichOneof("log_type")
     signatures = model.signatures
     if kind == "predict_log":

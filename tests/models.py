@@ -541,3 +541,131 @@ def build_gate(path: Path) -> Path:
         return {"serving_default": predict({"path": paths}, {"content": content})}
 
     return _save(path, build)
+
+
+# -- TFLite and TF-Text models ---------------------------------------------------------------
+
+
+def build_tflite_models(root: Path) -> dict[str, Path]:
+    """half_plus_two as ``model.tflite`` three ways, each in ``<root>/<name>/123/``:
+
+    * ``tflite``: converted from a TF1 session, input ``x`` [1,1] -> ``y`` [1,1], no signature
+      of its own (TF Serving's ``saved_model_half_plus_two_tflite``);
+    * ``tflite_with_sigdef``: the same with input tensor ``tflite_input`` and the
+      ``serving_default`` SignatureDef (``x`` -> ``tflite_input:0``, ``y`` -> ``y:0``) in the
+      flatbuffer's ``signature_defs_metadata`` (``saved_model_half_plus_two_tflite_with_sigdef``);
+    * ``tflite_signature``: converted from a TF2 function, with the TFLite signature
+      ``serving_default`` (``x`` [-1,1] -> ``y``).
+    """
+    import tensorflow as tf
+
+    paths = {}
+    for name, content in (
+        ("tflite", _tflite_from_session("x")),
+        ("tflite_with_sigdef", _with_signature_defs(_tflite_from_session("tflite_input"))),
+        ("tflite_signature", _tflite_from_function(tf)),
+    ):
+        version = root / name / "123"
+        version.mkdir(parents=True)
+        (version / "model.tflite").write_bytes(content)
+        paths[name] = version.parent
+    return paths
+
+
+def _tflite_from_session(input_name: str) -> bytes:
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        a, b = v1.Variable(0.5, name="a"), v1.Variable(2.0, name="b")
+        x = v1.placeholder(tf.float32, [1, 1], name=input_name)
+        y = tf.identity(a * x + b, name="y")
+        session.run(v1.global_variables_initializer())
+        return bytes(v1.lite.TFLiteConverter.from_session(session, [x], [y]).convert())
+
+
+def _tflite_from_function(tf: Any) -> bytes:
+    class HalfPlusTwo(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32)])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"y": 0.5 * x + 2.0}
+
+    module = HalfPlusTwo()
+    function = module.serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    return bytes(converter.convert())
+
+
+def _with_signature_defs(content: bytes) -> bytes:
+    """``content`` plus TF Serving's signature_defs_metadata: a FlexBuffer map of signature
+    name -> serialized SignatureDef (a FlexBuffer string, as TF's signature_def_util writes)."""
+    from flatbuffers import flexbuffers
+    from tensorflow.core.protobuf import meta_graph_pb2
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for infos, alias, tensor in (
+        (signature.inputs, "x", "tflite_input:0"),
+        (signature.outputs, "y", "y:0"),
+    ):
+        infos[alias].name = tensor
+        infos[alias].dtype = 1  # DT_FLOAT
+        infos[alias].tensor_shape.dim.add(size=1)
+        infos[alias].tensor_shape.dim.add(size=1)
+    builder = flexbuffers.Builder()
+    with builder.Map():
+        builder.Key("serving_default")
+        builder.String(signature.SerializeToString().decode("ascii"))  # sizes 1: ASCII bytes
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    buffer = schema.BufferT()
+    buffer.data = list(builder.Finish())
+    model.buffers.append(buffer)
+    metadata = schema.MetadataT()
+    metadata.name, metadata.buffer = "signature_defs_metadata", len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), metadata]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def build_whitespace_tokenizer(path: Path) -> Path:
+    """A TF2 SavedModel with a TF-Text op: ``serving_default``: ``text`` (string [batch]) ->
+    ``tokens`` (string [batch, max tokens], padded with "") by ``text.WhitespaceTokenizer``."""
+    import tensorflow as tf
+    import tensorflow_text as text
+
+    class Tokenizer(tf.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.tokenizer = text.WhitespaceTokenizer()
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(self, sentences: Any) -> dict[str, Any]:
+            return {"tokens": self.tokenizer.tokenize(sentences).to_tensor(default_value="")}
+
+    module = Tokenizer()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def audio_frontend_library() -> Path:
+    """An op library TensorFlow ships (``AudioMicrofrontend``; TF's core registers it too)."""
+    from tensorflow.lite.experimental.microfrontend.python import ops
+
+    return Path(ops.__file__).parent / "_audio_microfrontend_op.so"
+
+
+def build_audio_frontend(path: Path) -> Path:
+    """``serving_default``: ``audio`` (int16 [samples] at 16 kHz) -> ``features`` (float
+    [frames, 8]) by the ``AudioMicrofrontend`` op of :func:`audio_frontend_library`."""
+    import tensorflow as tf
+    from tensorflow.lite.experimental.microfrontend.python.ops import audio_microfrontend_op
+
+    predict = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def
+
+    def build() -> dict[str, object]:
+        audio = tf.compat.v1.placeholder(tf.int16, [None], name="audio")
+        features = audio_microfrontend_op.audio_microfrontend(
+            audio, window_size=30, window_step=20, num_channels=8, out_type=tf.float32
+        )
+        return {"serving_default": predict({"audio": audio}, {"features": features})}
+
+    return _save(path, build)

@@ -61,8 +61,9 @@ def test_empty_file_means_no_action() -> None:
             "Model a requests unsupported platform pytorch",
         ),
         (
-            'model_config_list { config { name: "a" base_path: "gs://bucket/a" } }',
-            "Model a: base_path gs://bucket/a: aserve serves models from local folders only",
+            'model_config_list { config { name: "a" base_path: "ftp://host/a" } }',
+            "Model a: base_path ftp://host/a: unsupported store ftp:// (aserve reads local "
+            "folders, file:// and s3://, gs://, gcs://, oss://)",
         ),
         ("custom_model_config { }", "ModelServer does not yet support custom model config."),
     ],

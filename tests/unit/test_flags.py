@@ -97,6 +97,9 @@ ASERVE_FLAGS = frozenset(
         "rest_api_ssl_certfile",
         "rest_api_ssl_keyfile",
         "rest_api_ssl_ca_file",
+        # object storage and custom ops
+        "model_cache_dir",
+        "custom_op_paths",
     }
 )
 NOT_IMPLEMENTED = frozenset(
@@ -107,12 +110,8 @@ NOT_IMPLEMENTED = frozenset(
         "use_alts_credentials",
         "platform_config_file",
         "remove_unused_fields_from_bundle_metagraph",
-        "prefer_tflite_model",
-        "num_tflite_pools",
-        "num_tflite_interpreters_per_pool",
         "xla_cpu_compilation_enabled",
         "xla_gpu_compilation_enabled",
-        "enable_profiler",
         "thread_pool_factory_config_file",
         "mixed_precision",
         "skip_initialize_tpu",
@@ -199,6 +198,8 @@ def test_defaults(base: list[str], paths: dict[str, str]) -> None:
         "admin_token_file": "",
         "auth_metrics": False,
         "allowed_model_roots": (),
+        "model_cache_dir": "",
+        "custom_op_paths": (),
         "version": False,
         "ignored_flags": (),
     }
@@ -389,6 +390,10 @@ def test_config_file_wins_over_bad_base_path(paths: dict[str, str]) -> None:
             "--model_base_path={dir} --allowed_model_roots={dir},{missing}",
             "--allowed_model_roots: {missing} is not a directory",
         ),
+        (
+            "--model_base_path={dir} --custom_op_paths={missing}",
+            "--custom_op_paths: {missing} is not a file",
+        ),
     ],
 )
 def test_flag_combination_errors(words: str, message: str, paths: dict[str, str]) -> None:
@@ -499,7 +504,8 @@ def test_flag_combinations_checked_after_every_flag_is_read() -> None:
     [
         ("", ()),
         ("--port=1 --enable_batching --config={file} --host=::", ()),
-        ("--enable_profiler=false", ("enable_profiler",)),
+        ("--enable_profiler=false --prefer_tflite_model", ()),
+        ("--flush_filesystem_caches=false", ("flush_filesystem_caches",)),
         (
             "--xla_cpu_compilation_enabled --rest_api_num_threads=4 --port=1 "
             "--xla_cpu_compilation_enabled=false --mixed_precision bfloat16",
