@@ -46,6 +46,7 @@ from aserve.grpc_server import (
 from aserve.service import Service
 
 _BATCH: Final = 256  # events taken from the front per trip across the GIL
+_FLUSH_S: Final = 1.0  # at most this long for the last answers to be written out when stopping
 # server options only grpc.aio honours: with any of them set, grpc.aio serves
 _GRPCIO_ONLY: Final = (
     "grpc.max_connection_idle_ms",
@@ -115,7 +116,9 @@ class NativeGrpcFrontEnd:
         endpoints = []
         for address in self._addresses:
             try:
-                front = NativeGrpcFront(address, paths, call_details=True, **self._front_args)
+                front = NativeGrpcFront(
+                    address, paths, call_details=True, metrics=True, **self._front_args
+                )
             except OSError as e:
                 raise OSError(f"cannot listen on {address}: {e}") from None
             front.set_fallback(unknown_socket)
@@ -143,7 +146,10 @@ class NativeGrpcFrontEnd:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        flushed_by = min(deadline, loop.time() + _FLUSH_S)
         for front in self._fronts:
+            while not _all_answered(front) and loop.time() < flushed_by:
+                await asyncio.sleep(0.005)  # answers given but not yet written out
             await loop.run_in_executor(None, front.close)
         if self._unknown is not None:
             await self._unknown.stop(deadline)
@@ -192,7 +198,9 @@ class NativeGrpcFrontEnd:
         except GrpcFailure as failure:
             front.fail(call_id, failure.code.value[0], failure.message, _list(failure.trailing))
         except asyncio.CancelledError:
-            return  # the client has gone (pygrpc-native has answered a deadline itself)
+            if self._stopping:  # cut short at the shutdown deadline
+                front.fail(call_id, _UNAVAILABLE, "Server is shutting down")
+            # else the client has gone (pygrpc-native has answered a deadline itself)
         else:
             front.respond(call_id, answer, trailing_metadata=_list(call.trailing_metadata))
 
@@ -211,7 +219,8 @@ class NativeGrpcFrontEnd:
         except GrpcFailure as failure:
             front.fail(call_id, failure.code.value[0], failure.message, _list(failure.trailing))
         except asyncio.CancelledError:
-            return
+            if self._stopping:  # a stream (health Watch) still open at the deadline
+                front.fail(call_id, _UNAVAILABLE, "Server is shutting down")
         else:
             front.stream_end(call_id, trailing_metadata=_list(call.trailing_metadata))
 
@@ -225,6 +234,14 @@ class NativeGrpcFrontEnd:
 
 
 _UNAVAILABLE: Final = grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+def _all_answered(front: NativeGrpcFront) -> bool:
+    """Every call the front started has its status on the wire (its metrics say so)."""
+    methods = (front.metrics() or {}).get("methods", {})
+    started = sum(m["started"] for m in methods.values())
+    ended = sum(s["count"] for m in methods.values() for s in m["status"].values())
+    return bool(ended >= started)
 
 
 def _forget(tasks: dict[tuple[int, int], Any], key: tuple[int, int], _: object) -> None:
