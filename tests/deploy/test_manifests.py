@@ -289,6 +289,26 @@ def test_the_metrics_annotations_name_the_served_path(
     assert f'path: "{path}"' in served
 
 
+@pytest.mark.parametrize("values_file", RENDER_SETS)
+def test_the_charts_config_files_parse_as_aserve_reads_them(values_file: Path | None) -> None:
+    from aserve._proto import monitoring_config_pb2
+    from aserve.batching import version_options
+    from aserve.config import parse_model_server_config, parse_text_proto
+
+    values = yaml.safe_load(values_file.read_text()) if values_file else {}
+    for doc in render(values_file):
+        data = doc.get("data", {}) if doc["kind"] == "ConfigMap" else {}
+        if "model_config.pbtxt" in data:
+            assert parse_model_server_config(data["model_config.pbtxt"])
+        if "batching_parameters.pbtxt" in data:
+            batching = version_options(data["batching_parameters.pbtxt"])
+            assert batching is not None
+            assert batching.max_batch_size == values["batching"]["maxBatchSize"]
+        if "monitoring.config" in data:
+            message = monitoring_config_pb2.MonitoringConfig
+            assert parse_text_proto(data["monitoring.config"], message).prometheus_config.enable
+
+
 # -- KServe ----------------------------------------------------------------------------------
 
 
