@@ -6,6 +6,7 @@
     python bench.py --plot          # also write bench-results/latency_vs_throughput.png
     python bench.py --only soak      # only memory over load/unload cycles (~4 min)
     python bench.py --only isolation # only tiny p99 while a 281 MB model loads (~2 min)
+    python bench.py --only replicas  # only 3 replicas behind HAProxy (~1.5 min)
 
 For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute-heavy
 ``mlp``; built here with TensorFlow, see loadtests/models.py) it measures, in one run:
@@ -758,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
             "flood": lambda: flood_table(run_flood(work, args)),
             "soak": lambda: run_memory_part("soak", work, args.quick),
             "isolation": lambda: run_memory_part("isolation", work, args.quick),
+            "replicas": lambda: run_replicas(work, args.quick),
         }
         report = parts[args.only]()
         print(report)
@@ -857,6 +859,16 @@ def run_memory_part(part: str, work: Path, quick: bool) -> str:
     windows = isolation.run_isolation(work, isolation.parse_args(argv))
     heading = "## Tiny latency while a 281 MB model loads and unloads (loadtests/isolation.py)"
     return "\n\n".join([heading, isolation.table(windows)])
+
+
+def run_replicas(work: Path, quick: bool) -> str:
+    """Three replicas behind HAProxy (loadtests/replicas.py)."""
+    from loadtests import replicas
+
+    argv = ["--duration", "2", "--rate", "100"] if quick else []
+    report = replicas.run(work, replicas.parse_args(argv))
+    heading = "## Replicas behind HAProxy (loadtests/replicas.py)"
+    return "\n\n".join([heading, replicas.table(report)])
 
 
 def run_swap(work: Path, args: argparse.Namespace) -> Any:
@@ -981,9 +993,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="bench-results")
     parser.add_argument(
         "--only",
-        choices=["loop-lag", "access-log", "flood", "soak", "isolation"],
+        choices=["loop-lag", "access-log", "flood", "soak", "isolation", "replicas"],
         help="run only this part: the mixed loop-lag run, the access log's cost, the flood, "
-        "the memory soak (loadtests/soak.py) or the load-isolation run (loadtests/isolation.py)",
+        "the memory soak (loadtests/soak.py), the load-isolation run (loadtests/isolation.py) "
+        "or the replicas behind HAProxy (loadtests/replicas.py)",
     )
     parser.add_argument("--flood-connections", type=int, default=2000)
     parser.add_argument("--flood-seconds", type=float, default=20.0)
