@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import engines, payloads
-from loadtests.http1 import Connection, build_post
+from loadtests.http1 import build_post
+from loadtests.loadgen import RestSender, http_error
 from loadtests.soak import ROOT, Machine, free_port
 from loadtests.stats import CpuTimes, LoadResult, error_samples
 from loadtests.targets import rest_endpoint
@@ -285,20 +286,15 @@ class RestCheck:
     """Keep-alive POSTs through the balancer; the answer's value names the version."""
 
     def __init__(self, url: str) -> None:
-        self._endpoint = rest_endpoint(f"{url}/v1/models/{MODEL}:predict")
-        self._request = build_post(self._endpoint, payloads.rest_body(1.0))
-        self._connection: Connection | None = None
+        endpoint = rest_endpoint(f"{url}/v1/models/{MODEL}:predict")
+        self._sender = RestSender(endpoint, build_post(endpoint, payloads.rest_body(1.0)))
 
     async def send(self) -> int | str:
-        try:
-            if self._connection is None or self._connection.closed:
-                self._connection = await Connection.open(self._endpoint, self._request)
-            response = await self._connection.exchange()
-        except OSError as e:
-            self._connection = None
-            return f"{type(e).__name__}: {e}"
+        response = await self._sender.exchange()
+        if isinstance(response, str):
+            return response
         if response.status != 200:
-            return f"HTTP {response.status}: {response.body.decode(errors='replace')}"
+            return http_error(response)
         return version_of(json.loads(response.body)["predictions"][0])
 
 
@@ -637,21 +633,19 @@ def run(work: Path, args: argparse.Namespace) -> Report:
 
 
 def scaling_table(points: list[Point]) -> str:
-    lines = [
-        "| protocol | replicas | via | req/s | per replica | errors | CPU µs/request: aserve "
-        "| haproxy | load client | others' CPU | steal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["protocol", "replicas", "via", "req/s", "per replica", "errors"]
+    header += ["CPU µs/request: aserve", "haproxy", "load client", "others' CPU", "steal"]
+    rows = []
     for p in points:
         spread = " / ".join(f"{s:.0%}" for s in p.shares) if p.via == "haproxy" else "-"
-        cpu = [p.us_per_request(p.spent.aserve), p.us_per_request(p.spent.client)]
         haproxy = p.us_per_request(p.spent.haproxy) if p.via == "haproxy" else math.nan
-        lines.append(
-            f"| {p.protocol} | {p.replicas} | {p.via} | {p.result.rps:,.0f} | {spread} "
-            f"| {p.result.errors} | {cpu[0]:.0f} | {_us(haproxy)} | {cpu[1]:.0f} "
-            f"| {_pct(p.spent.others)} | {_pct(p.spent.steal)} |"
+        cpu = [p.us_per_request(p.spent.aserve), haproxy, p.us_per_request(p.spent.client)]
+        rows.append(
+            [p.protocol, p.replicas, p.via, f"{p.result.rps:,.0f}", spread, p.result.errors]
+            + [_known(c, ".0f") for c in cpu]
+            + [_pct(p.spent.others), _pct(p.spent.steal)]
         )
-    return "\n".join(lines)
+    return markdown(header, rows)
 
 
 def checked_line(name: str, checked: Checked) -> str:
@@ -667,17 +661,14 @@ def checked_line(name: str, checked: Checked) -> str:
 
 
 def restart_table(restarts: list[Restart]) -> str:
-    lines = [
-        "| replica | SIGTERM -> out of the balancer | SIGTERM -> exit | exit status "
-        "| start -> back in the balancer |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r.index} | {r.out_of_balancer_s:.2f} s | {r.exit_s:.2f} s | {r.exit_status} "
-        f"| {r.back_s:.2f} s |"
+    header = ["replica", "SIGTERM -> out of the balancer", "SIGTERM -> exit", "exit status"]
+    header.append("start -> back in the balancer")
+    rows = [
+        [r.index, f"{r.out_of_balancer_s:.2f} s", f"{r.exit_s:.2f} s", r.exit_status]
+        + [f"{r.back_s:.2f} s"]
         for r in restarts
     ]
-    return "\n".join(lines)
+    return markdown(header, rows)
 
 
 def rollout_lines(report: Report) -> str:
@@ -711,11 +702,16 @@ def table(report: Report) -> str:
 
 
 def _pct(value: float) -> str:
-    return "?" if math.isnan(value) else f"{value:.0%}"
+    return _known(value, ".0%")
 
 
-def _us(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.0f}"
+def _known(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.replicas import TICKS, Replica, Tally, Usage, _shares, haproxy_config, version_of
+from loadtests.replicas import (
+    TICKS,
+    Replica,
+    Restart,
+    Tally,
+    Usage,
+    _shares,
+    haproxy_config,
+    restart_table,
+    version_of,
+)
 from loadtests.soak import Machine
 from loadtests.stats import CpuTimes
 
@@ -62,3 +72,13 @@ def test_other_processes_are_the_machines_busy_time_beyond_ours() -> None:
     assert (spent.aserve, spent.haproxy, spent.client) == (2.0, 0.5, 1.0)
     assert math.isclose(spent.others, (700 - 3.5 * TICKS) / 1000)
     assert math.isclose(spent.steal, 0.1)
+
+
+def test_restarts_are_one_row_each() -> None:
+    table = restart_table([Restart(0, 0.31, 2.35, 0, 4.2)])
+    assert table.splitlines() == [
+        "| replica | SIGTERM -> out of the balancer | SIGTERM -> exit | exit status "
+        "| start -> back in the balancer |",
+        "| --- | --- | --- | --- | --- |",
+        "| 0 | 0.31 s | 2.35 s | 0 | 4.20 s |",
+    ]
