@@ -18,7 +18,8 @@
 #     a pip.conf naming it (pip in a fresh image trusts only its own bundle).
 # The smoke test runs the image as TF Serving's is run, waits for readiness, predicts over
 # REST and gRPC, reads the metrics, runs the HEALTHCHECK, sends SIGTERM and checks the exit
-# status. It prints the build time, the image size and the time to ready.
+# status; then SIGTERM during start-up must end a second container at once. It prints the
+# build time, the image size and the time to ready.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -71,7 +72,10 @@ check() {
     [[ $(id -u) == 0 ]] || { log "needs root (rootful podman)"; return 1; }
     ensure_packages || { log "podman, runc or debootstrap missing and not installable"; return 1; }
     write_containers_conf
-    podman info >/dev/null 2>&1 || { log "podman info fails: $(podman info 2>&1 | tail -1)"; return 1; }
+    podman info >/dev/null 2>&1 || {
+        log "podman info fails: $(podman info 2>&1 | tail -1)"
+        return 1
+    }
 }
 
 base_image() {  # the stand-in for $BASE_IMAGE, unless podman has an image of that name
@@ -119,7 +123,9 @@ build() {
     fi
 }
 
-free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 smoke() {
     local rest grpc name="aserve-smoke-$$" started code pid1
@@ -151,10 +157,40 @@ smoke() {
     podman kill --signal TERM "$name" >/dev/null
     code=$(timeout 60 podman wait "$name") || die "no exit within 60 s of SIGTERM"
     podman logs "$name" >"$CACHE_DIR/smoke.log" 2>&1
-    [[ $code == 0 ]] || { tail -20 "$CACHE_DIR/smoke.log" >&2; die "exit status $code after SIGTERM"; }
+    [[ $code == 0 ]] || {
+        tail -20 "$CACHE_DIR/smoke.log" >&2
+        die "exit status $code after SIGTERM"
+    }
     grep -q "INFO aserve: stopped$" "$CACHE_DIR/smoke.log" ||
         die "no orderly shutdown in the log (see $CACHE_DIR/smoke.log)"
     log "smoke test: exit status 0 after SIGTERM, shut down in order"
+    podman rm "$name" >/dev/null 2>&1
+    trap - EXIT
+}
+
+catches_sigterm() {  # the process $1 has a SIGTERM handler (bit 15 of its SigCgt mask)
+    local mask
+    mask=$(awk '/^SigCgt:/ { print $2 }' "/proc/$1/status" 2>/dev/null) && [[ -n $mask ]] &&
+        (((16#$mask >> 14) & 1))
+}
+
+early_sigterm() {  # as PID 1, SIGTERM during start-up (TensorFlow's import) must not be lost
+    local name="aserve-early-$$" pid code waited=0
+    trap 'podman rm -f '"$name"' >/dev/null 2>&1 || true' EXIT
+    podman run -d --name "$name" -v "$MODEL_DIR:/models/$MODEL_NAME:ro" \
+        -e "MODEL_NAME=$MODEL_NAME" "$IMAGE" >/dev/null 2>>"$CACHE_DIR/run.log"
+    pid=$(podman inspect --format '{{.State.Pid}}' "$name")
+    until catches_sigterm "$pid"; do
+        ((waited++ < 400)) || die "PID 1 never caught SIGTERM"
+        sleep 0.05
+    done
+    podman kill --signal TERM "$name" >/dev/null
+    code=$(timeout 20 podman wait "$name") || die "SIGTERM during start-up: no exit within 20 s"
+    podman logs "$name" >"$CACHE_DIR/early.log" 2>&1
+    [[ $code == 0 ]] || die "SIGTERM during start-up: exit status $code"
+    grep -q "SIGTERM during start-up" "$CACHE_DIR/early.log" ||
+        log "(SIGTERM came after start-up; see $CACHE_DIR/early.log)"
+    log "smoke test: SIGTERM during start-up: exit status 0 at once"
     podman rm "$name" >/dev/null 2>&1
     trap - EXIT
 }
@@ -172,6 +208,7 @@ main() {
         build
     fi
     smoke
+    early_sigterm
     local size
     size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
     printf 'image %s: build %s s, size %s MB, ready %s s after podman run\n' \

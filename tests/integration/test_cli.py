@@ -93,3 +93,42 @@ def test_missing_base_path_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_during_start_up_exits_at_once() -> None:
+    """As a container's PID 1 aserve must handle SIGTERM from its first moment: it is caught
+    from before TensorFlow's import on, and ends the process at once, status 0."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aserve",
+            "--model_base_path=examples/models/half_plus_two",
+            f"--port={free_port()}",
+            f"--rest_api_port={free_port()}",
+            "--host=127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _catches_sigterm(process.pid), 30, "a SIGTERM handler")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    assert "aserve: SIGTERM during start-up: exiting" in stderr
+    assert "LOADING" not in stderr
+
+
+def _catches_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(
+        next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16
+    )
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
