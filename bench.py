@@ -6,7 +6,7 @@
     python bench.py --plot          # also write bench-results/latency_vs_throughput.png
     python bench.py --only soak      # only memory over load/unload cycles (~4 min)
     python bench.py --only isolation # only tiny p99 while a 281 MB model loads (~2 min)
-    python bench.py --only replicas  # only 3 replicas behind HAProxy (~1.5 min)
+    python bench.py --only replicas  # only 3 replicas behind HAProxy (~2 min)
 
 For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute-heavy
 ``mlp``; built here with TensorFlow, see loadtests/models.py) it measures, in one run:

@@ -1,6 +1,6 @@
 """Replicas behind a real balancer, on loopback: spread, scaling, rolling restart, rollout.
 
-    python -m loadtests.replicas                 # about 2.5 minutes on 2 cores
+    python -m loadtests.replicas                 # about 2 minutes on 2 cores
     python -m loadtests.replicas --duration 4    # shorter load windows
     python bench.py --only replicas              # the same through bench.py
 
