@@ -39,7 +39,8 @@ RUN mkdir -p "${MODEL_BASE_PATH}"
 
 USER 1000:1000
 EXPOSE 8500 8501
-# the image has no curl: Python asks the readiness endpoint (Kubernetes uses its own probes)
+# the image has no curl: Python asks the readiness endpoint on $PORT (so move the REST port
+# with -e PORT=..., not --rest_api_port; Kubernetes ignores this and uses its own probes)
 HEALTHCHECK --start-period=120s --interval=10s --timeout=5s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['PORT'] + '/v2/health/ready', timeout=4)"]
 ENTRYPOINT ["/usr/bin/tf_serving_entrypoint.sh"]
