@@ -16,7 +16,8 @@
 #     in podman's store and as a tarball in $CACHE_DIR; the build then uses --pull=never;
 #   * --network=host for the build, and the machine's CA bundle lent to every build step with
 #     a pip.conf naming it (pip in a fresh image trusts only its own bundle).
-# The smoke test runs the image as TF Serving's is run, waits for readiness, predicts over
+# The smoke test runs the image as TF Serving's is run (confined as in the Kubernetes
+# manifests: read-only root, no capabilities), waits for readiness, predicts over
 # REST and gRPC, reads the metrics, runs the HEALTHCHECK, sends SIGTERM and checks the exit
 # status; then SIGTERM during start-up must end a second container at once. It prints the
 # build time, the image size and the time to ready.
@@ -135,8 +136,11 @@ smoke() {
     log "smoke test: docker run as for TF Serving's image, ports $grpc (gRPC) and $rest (REST)"
     started=$(date +%s.%N)
     # (podman tries to set up a systemd timer for the HEALTHCHECK, and says so on stderr: there
-    # is no systemd here; `podman healthcheck run` below runs the check instead)
+    # is no systemd here; `podman healthcheck run` below runs the check instead). Confined as
+    # the Kubernetes manifests confine it: read-only root, a /tmp, no capabilities.
     podman run -d --name "$name" -p "127.0.0.1:$grpc:8500" -p "127.0.0.1:$rest:8501" \
+        --read-only --read-only-tmpfs=false --tmpfs /tmp --cap-drop=ALL \
+        --security-opt=no-new-privileges \
         -v "$MODEL_DIR:/models/$MODEL_NAME:ro" -e "MODEL_NAME=$MODEL_NAME" "$IMAGE" \
         --monitoring_config_file=/etc/aserve/monitoring.config >/dev/null 2>"$CACHE_DIR/run.log"
     TF_CPP_MIN_LOG_LEVEL=3 "$PYTHON" "$ROOT/deploy/smoke.py" --rest "127.0.0.1:$rest" \
