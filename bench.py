@@ -7,6 +7,7 @@
     python bench.py --only soak      # only memory over load/unload cycles (~4 min)
     python bench.py --only isolation # only tiny p99 while a 281 MB model loads (~2 min)
     python bench.py --only speed     # only front ends vs Triton, fairness, hot path (~8 min)
+    python bench.py --only replicas  # only 3 replicas behind HAProxy (~2 min)
 
 For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute-heavy
 ``mlp``; built here with TensorFlow, see loadtests/models.py) it measures, in one run:
@@ -960,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
             "soak": lambda: run_memory_part("soak", work, args.quick),
             "isolation": lambda: run_memory_part("isolation", work, args.quick),
             "speed": lambda: speed_tables(run_speed(work, args)),
+            "replicas": lambda: run_replicas(work, args.quick),
         }
         report = parts[args.only]()
         print(report)
@@ -1059,6 +1061,16 @@ def run_memory_part(part: str, work: Path, quick: bool) -> str:
     windows = isolation.run_isolation(work, isolation.parse_args(argv))
     heading = "## Tiny latency while a 281 MB model loads and unloads (loadtests/isolation.py)"
     return "\n\n".join([heading, isolation.table(windows)])
+
+
+def run_replicas(work: Path, quick: bool) -> str:
+    """Three replicas behind HAProxy (loadtests/replicas.py)."""
+    from loadtests import replicas
+
+    argv = ["--duration", "2", "--rate", "100"] if quick else []
+    report = replicas.run(work, replicas.parse_args(argv))
+    heading = "## Replicas behind HAProxy (loadtests/replicas.py)"
+    return "\n\n".join([heading, replicas.table(report)])
 
 
 def run_swap(work: Path, args: argparse.Namespace) -> Any:
@@ -1183,10 +1195,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="bench-results")
     parser.add_argument(
         "--only",
-        choices=["loop-lag", "access-log", "flood", "soak", "isolation", "speed"],
+        choices=["loop-lag", "access-log", "flood", "soak", "isolation", "speed", "replicas"],
         help="run only this part: the mixed loop-lag run, the access log's cost, the flood, "
-        "the memory soak (loadtests/soak.py), the load-isolation run (loadtests/isolation.py) "
-        "or the speed run (front ends against Triton, fairness, latency, MLP, hot path)",
+        "the memory soak (loadtests/soak.py), the load-isolation run (loadtests/isolation.py), "
+        "the speed run (front ends against Triton, fairness, latency, MLP, hot path) "
+        "or the replicas behind HAProxy (loadtests/replicas.py)",
     )
     parser.add_argument("--flood-connections", type=int, default=2000)
     parser.add_argument("--flood-seconds", type=float, default=20.0)

@@ -42,6 +42,7 @@ class Source:
         self._ignored: dict[str, set[str]] = {}
         self._problem: dict[str, str] = {}
         self._unreachable: set[str] = set()
+        self._unversioned: set[str] = set()
 
     def set_models(self, models: Mapping[str, ModelConfig]) -> None:
         """Start watching ``models``; models no longer listed have all versions un-aspired."""
@@ -50,6 +51,7 @@ class Source:
             self._ignored.pop(name, None)
             self._problem.pop(name, None)
             self._unreachable.discard(name)
+            self._unversioned.discard(name)
         self._models = dict(models)
 
     def problem(self, name: str) -> str:
@@ -111,6 +113,18 @@ class Source:
                 model.base_path,
             )
         seen.update(listing.ignored)
+        if not listing.unversioned:
+            self._unversioned.discard(model.name)
+        elif model.name not in self._unversioned:
+            self._unversioned.add(model.name)
+            log.warning(
+                "model %s: base path %s holds a SavedModel itself, not in a version folder; "
+                "serving it as version 1. Move it into %s/1/ (and later versions into 2/, "
+                "3/, ...) to silence this",
+                model.name,
+                model.base_path,
+                model.base_path.rstrip("/"),
+            )
         problem = ""
         if not listing.versions:
             problem = (

@@ -10,8 +10,11 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 _VERSION_NAME = re.compile(r"\d{1,18}")
+# a base path with one of these at its top is itself a SavedModel, not a folder of versions
+SAVED_MODEL_FILES: Final = frozenset({"saved_model.pb", "saved_model.pbtxt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class Listing:
 
     versions: Mapping[int, str]
     ignored: tuple[str, ...]
+    unversioned: bool = False  # the base path holds one SavedModel directly: it is version 1
 
 
 def version_of(entry: str) -> int | None:
@@ -50,14 +54,20 @@ def version_of(entry: str) -> int | None:
 
 
 def parse_listing(base_path: str, dirs: Iterable[str], files: Iterable[str] = ()) -> Listing:
+    """The versions in a base path's entries. Without any version folder, a base path that
+    holds a SavedModel itself (``saved_model.pb`` at its top, a common KServe mistake) is
+    served as version 1; TF Serving finds no version there."""
     versions: dict[int, str] = {}
-    ignored = sorted(set(files))
+    file_names = set(files)
+    ignored = sorted(file_names)
     for entry in sorted(dirs):
         version = version_of(entry)
         if version is None:
             ignored.append(entry)
         elif version not in versions:  # "1" and "001": the first spelling wins, as in TF
             versions[version] = os.path.join(base_path, entry)
+    if not versions and not SAVED_MODEL_FILES.isdisjoint(file_names):
+        return Listing(versions={1: base_path}, ignored=(), unversioned=True)
     return Listing(versions=versions, ignored=tuple(sorted(ignored)))
 
 

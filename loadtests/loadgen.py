@@ -42,7 +42,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loadtests import payloads
-from loadtests.http1 import Connection, build_post
+from loadtests.http1 import Connection, Response, build_post
 from loadtests.stats import LoadResult, error_samples, stolen_during, table
 from loadtests.targets import Endpoint, grpc_endpoint, predict_url, rest_endpoint
 
@@ -180,22 +180,30 @@ class RestSender:
         self._connection: Connection | None = None
 
     async def send(self) -> str | None:
+        response = await self.exchange()
+        if isinstance(response, str):
+            return response
+        return None if response.status == 200 else http_error(response)
+
+    async def exchange(self) -> Response | str:
+        """The response, or the error text of a broken connection (the next one reconnects)."""
         try:
             if self._connection is None or self._connection.closed:
                 self._connection = await Connection.open(self._endpoint, self._request)
-            response = await self._connection.exchange()
+            return await self._connection.exchange()
         except OSError as e:  # ConnectionError is an OSError
             await self.close()
             await asyncio.sleep(RECONNECT_PAUSE_S)  # don't spin on a refusing port
             return f"{type(e).__name__}: {e}"
-        if response.status == 200:
-            return None
-        return f"HTTP {response.status}: {response.body.decode(errors='replace')}"
 
     async def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def http_error(response: Response) -> str:
+    return f"HTTP {response.status}: {response.body.decode(errors='replace')}"
 
 
 class GrpcSender:

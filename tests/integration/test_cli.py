@@ -16,16 +16,16 @@ from support import ROOT, TESTDATA, free_port, wait_until
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def test_example_model_serves_and_sigterm_stops_cleanly() -> None:
-    port = free_port()
-    process = subprocess.Popen(
+def serve_example(rest_port: int) -> subprocess.Popen[str]:
+    """``python -m aserve`` on the bundled example model, its stderr collected."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "aserve",
             "--model_name=half_plus_two",
             "--model_base_path=examples/models/half_plus_two",
-            f"--rest_api_port={port}",
+            f"--rest_api_port={rest_port}",
             f"--port={free_port()}",
             "--host=127.0.0.1",
         ],
@@ -34,6 +34,11 @@ def test_example_model_serves_and_sigterm_stops_cleanly() -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_example_model_serves_and_sigterm_stops_cleanly() -> None:
+    port = free_port()
+    process = serve_example(port)
     try:
         url = f"http://127.0.0.1:{port}/v1/models/half_plus_two"
 
@@ -93,3 +98,28 @@ def test_missing_base_path_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_during_start_up_exits_at_once() -> None:
+    """As a container's PID 1 aserve must handle SIGTERM from its first moment: it is caught
+    from before TensorFlow's import on, and ends the process at once, status 0."""
+    process = serve_example(free_port())
+    try:
+        wait_until(lambda: _catches_sigterm(process.pid), 30, "a SIGTERM handler")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    assert "aserve: SIGTERM during start-up: exiting" in stderr
+    assert "LOADING" not in stderr
+
+
+def _catches_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(
+        next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16
+    )
+    return bool(caught & (1 << (signal.SIGTERM - 1)))

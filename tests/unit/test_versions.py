@@ -57,3 +57,22 @@ def test_aspired_versions(policy: Latest | AllVersions | Specific, expected: lis
 def test_missing_specific_versions() -> None:
     assert missing_specific_versions(Specific(frozenset({3, 9, 8})), FOUND) == [8, 9]
     assert missing_specific_versions(Latest(), FOUND) == []
+
+
+@pytest.mark.parametrize("marker", ["saved_model.pb", "saved_model.pbtxt"])
+def test_a_base_path_holding_a_savedmodel_itself_is_version_1(marker: str) -> None:
+    listing = parse_listing("/mnt/models", ["variables", "assets"], [marker, "fingerprint.pb"])
+    assert listing.versions == {1: "/mnt/models"}
+    assert listing.unversioned
+    assert listing.ignored == ()
+
+
+def test_version_folders_win_over_a_savedmodel_at_the_top() -> None:
+    listing = parse_listing("/m", ["2", "variables"], ["saved_model.pb"])
+    assert listing.versions == {2: "/m/2"}
+    assert not listing.unversioned
+
+
+def test_a_base_path_without_versions_or_savedmodel_is_empty() -> None:
+    listing = parse_listing("/m", ["variables"], ["model.keras"])
+    assert listing.versions == {} and not listing.unversioned
