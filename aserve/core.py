@@ -227,6 +227,8 @@ class ServerCore:
             await self.apply(self._with(model.name, previous))
         except ServingError as e:
             log.error("%s: could not put the previous config back: %s", model.name, e)
+        if previous is None:
+            self._known.pop(model.name, None)  # it never was: nothing to remember
 
     def _unloaded(self, name: str) -> bool:
         return not self.manager.aspires(name) and all(

@@ -287,7 +287,7 @@ def test_a_failed_load_puts_the_model_back_as_it_was(tmp_path: Path) -> None:
         assert core.config.models["m"] is good and core.registry.available("m") == [1]
         error = await refused(core.load_model(ModelConfig("new", str(tmp_path / "nowhere"))))
         assert "Could not find base path" in error.message
-        assert "new" not in core.config.models  # a new model that failed is removed again
+        assert "new" not in core.known_models()  # a new model that failed is removed again
         # a label naming a version that is not AVAILABLE: refused before anything changes
         labeled = ModelConfig("m", str(tmp_path / "good"), labels={"canary": 2})
         error = await refused(core.load_model(labeled))
