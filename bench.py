@@ -311,49 +311,35 @@ def load(
     examples: int = 1,
 ) -> LoadResult:
     """One closed-loop run; each request carries ``examples`` copies of one example."""
-    if protocol in V2_PROTOCOLS:
-        return load_v2(model, served, protocol, concurrency, args, examples)
-    example = model.example().tolist()
-    timing = {"duration_s": args.duration, "warmup_s": args.warmup}
-    fast = args.engine != "python"
-    if protocol == "REST":
-        url = f"{served.rest}/v1/models/{model.name}:predict"
-        body = payloads.rest_body(example, examples)
-        if fast and engines.wrk_available():
-            return engines.run_wrk(
-                url, body, concurrency=concurrency, examples_per_request=examples, **timing
-            )
-        return loadgen.run(
-            loadgen.run_rest(
-                url, body, concurrency=concurrency, examples_per_request=examples, **timing
-            )
-        )
-    request = payloads.predict_request(model.name, example, examples, input_name=model.input_name)
-    if fast and engines.h2load_available():
-        return engines.run_h2load(
-            served.grpc, request, concurrency=concurrency, examples_per_request=examples, **timing
-        )
-    return loadgen.run(
-        loadgen.run_grpc(
-            served.grpc, request, concurrency=concurrency, examples_per_request=examples, **timing
-        )
-    )
-
-
-def load_v2(
-    model: BenchModel,
-    served: Served,
-    protocol: str,
-    concurrency: int,
-    args: argparse.Namespace,
-    examples: int = 1,
-) -> LoadResult:
-    """:func:`load` through KServe V2: REST with JSON data or binary data (both ways), gRPC
-    ModelInfer with raw_input_contents."""
     example = model.example().tolist()
     timing = {"duration_s": args.duration, "warmup_s": args.warmup}
     load = {"concurrency": concurrency, "examples_per_request": examples, **timing}
     fast = args.engine != "python"
+    if protocol in V2_PROTOCOLS:
+        return _load_v2(model, served, protocol, example, fast, load)
+    if protocol == "REST":
+        url = f"{served.rest}/v1/models/{model.name}:predict"
+        body = payloads.rest_body(example, examples)
+        if fast and engines.wrk_available():
+            return engines.run_wrk(url, body, **load)
+        return loadgen.run(loadgen.run_rest(url, body, **load))
+    request = payloads.predict_request(model.name, example, examples, input_name=model.input_name)
+    if fast and engines.h2load_available():
+        return engines.run_h2load(served.grpc, request, **load)
+    return loadgen.run(loadgen.run_grpc(served.grpc, request, **load))
+
+
+def _load_v2(
+    model: BenchModel,
+    served: Served,
+    protocol: str,
+    example: Any,
+    fast: bool,
+    load: dict[str, Any],
+) -> LoadResult:
+    """:func:`load` through KServe V2: REST with JSON data or binary data (both ways), gRPC
+    ModelInfer with raw_input_contents."""
+    examples = load["examples_per_request"]
     if protocol == "V2 gRPC":
         body = payloads.v2_infer_request(model.name, example, examples, input_name=model.input_name)
         if fast and engines.h2load_available():

@@ -84,6 +84,8 @@ def test_same_numbers(
     inputs: dict[str, Any],
     suffix: str,
 ) -> None:
+    """TF Serving's REST and gRPC answers, and KServe V2's over REST (JSON and binary) and
+    gRPC: the same values (V2 also the same dtypes and shapes as TF Serving's gRPC)."""
     over_rest = rest(zoo, model, signature, inputs, suffix)
     assert over_rest.status_code == 200, over_rest.text
     outputs = json.loads(over_rest.text)["outputs"]
@@ -91,6 +93,7 @@ def test_same_numbers(
         k: tf.make_ndarray(v)
         for k, v in grpc_predict(stubs, model, signature, inputs, suffix).outputs.items()
     }
+    check_v2_numbers(zoo, model, signature, inputs, suffix, over_grpc)
     if not isinstance(outputs, dict):
         (only,) = over_grpc
         outputs = {only: outputs}
@@ -124,6 +127,8 @@ def test_same_errors(
         grpc_predict(stubs, model, signature, inputs, suffix)
     code = Code[info.value.code().name]
     assert over_rest.status_code == http_status(code), (over_rest.text, info.value.details())
+    if "/labels/" not in suffix:  # V2 names versions by number only
+        check_v2_statuses(zoo, model, signature, inputs, suffix, http_status(code))
 
 
 # -- the same through KServe V2: REST (JSON and binary) and gRPC ----------------------------
@@ -186,31 +191,28 @@ def v2_version(suffix: str) -> str:
     return suffix.rsplit("/", 1)[1] if suffix.startswith("/versions/") else ""
 
 
-@pytest.mark.parametrize(("model", "signature", "inputs", "suffix"), CASES)
-def test_v2_rest_and_grpc_give_the_same_numbers(
-    zoo: RunningServer,
-    stubs: Stubs,
+def check_v2_numbers(
+    server: RunningServer,
     model: str,
     signature: str,
     inputs: dict[str, Any],
     suffix: str,
+    expected: dict[str, np.ndarray],
 ) -> None:
-    """TF Serving's gRPC answer (which test_same_numbers holds equal to its REST answer) and
-    V2's over REST in JSON, REST in binary and gRPC: the same dtypes, shapes and values."""
+    """V2 over REST in JSON, REST in binary and gRPC: TF Serving gRPC's dtypes, shapes and
+    values."""
     import tritonclient.grpc as triton_grpc
     import tritonclient.http as triton_http
 
-    tf_outputs = grpc_predict(stubs, model, signature, inputs, suffix).outputs
-    expected = {k: tf.make_ndarray(v) for k, v in tf_outputs.items()}
     parameters = {"signature_name": signature} if signature else None
     version = v2_version(suffix)
-    over_v2 = {"REST JSON": v2_rest_outputs(v2_rest(zoo, model, signature, inputs, suffix))}
-    with triton_http.InferenceServerClient(f"127.0.0.1:{zoo.rest_port}") as client:
+    over_v2 = {"REST JSON": v2_rest_outputs(v2_rest(server, model, signature, inputs, suffix))}
+    with triton_http.InferenceServerClient(f"127.0.0.1:{server.rest_port}") as client:
         result = client.infer(
             model, triton_inputs(triton_http, inputs), version, parameters=parameters
         )
         over_v2["REST binary"] = triton_outputs(result, expected)
-    with triton_grpc.InferenceServerClient(zoo.grpc_target) as client:
+    with triton_grpc.InferenceServerClient(server.grpc_target) as client:
         result = client.infer(
             model, triton_inputs(triton_grpc, inputs), version, parameters=parameters
         )
@@ -223,29 +225,23 @@ def test_v2_rest_and_grpc_give_the_same_numbers(
             np.testing.assert_array_equal(got, array, err_msg=f"{how}: {alias}")
 
 
-V2_ERRORS = [case for case in ERRORS if "/labels/" not in case[3]]  # V2 has no labels
-
-
-@pytest.mark.parametrize(("model", "signature", "inputs", "suffix"), V2_ERRORS)
-def test_v2_rest_and_grpc_give_the_same_statuses(
-    zoo: RunningServer,
-    stubs: Stubs,
+def check_v2_statuses(
+    server: RunningServer,
     model: str,
     signature: str,
     inputs: dict[str, Any],
     suffix: str,
+    status: int,
 ) -> None:
+    """V2 over REST and gRPC answer with the HTTP status of TF Serving's gRPC code."""
     import tritonclient.grpc as triton_grpc
     from tritonclient.utils import InferenceServerException
 
-    with pytest.raises(grpc.RpcError) as info:
-        grpc_predict(stubs, model, signature, inputs, suffix)
-    status = http_status(Code[info.value.code().name])
-    over_rest = v2_rest(zoo, model, signature, inputs, suffix)
+    over_rest = v2_rest(server, model, signature, inputs, suffix)
     assert over_rest.status_code == status, over_rest.text
     parameters = {"signature_name": signature} if signature else None
     with (
-        triton_grpc.InferenceServerClient(zoo.grpc_target) as client,
+        triton_grpc.InferenceServerClient(server.grpc_target) as client,
         pytest.raises(InferenceServerException) as v2_error,
     ):
         client.infer(
