@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -262,3 +263,16 @@ def test_grpc_index_when_management_is_on(managed: RunningServer) -> None:
         )(pb.RepositoryIndexRequest(ready=True), timeout=30)
     assert all(m.state == "READY" for m in index.models)
     assert "half_plus_two" in {m.name for m in index.models}
+
+
+def test_v2_inference_counts_as_predictions_in_the_metrics(managed: RunningServer) -> None:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}
+    assert managed.post("/v2/models/half_plus_two/infer", body).status_code == 200
+    with grpcclient.InferenceServerClient(managed.grpc_target) as client:
+        x = grpcclient.InferInput("x", [1, 1], "FP32")
+        x.set_data_from_numpy(np.array([[1.0]], np.float32))
+        client.infer("half_plus_two", [x])
+    page = managed.get(PAGE).text
+    for api, entrypoint in (("infer", "REST"), ("ModelInfer", "GRPC")):
+        labels = f'model_name="half_plus_two",API="{api}",entrypoint="{entrypoint}"'
+        assert f":tensorflow:serving:request_latency_count{{{labels}}} 1" in page, api
