@@ -92,11 +92,11 @@ class V2RestApi:
         service = self._service
         service.admit(request.record, spec)  # an overloaded model: refused unread
         body = await request.body()
-        split = _header_length(request.header(HEADER_LENGTH), len(body))
+        header = request.header(HEADER_LENGTH)
+        split = _header_length(header, len(body))
         cost = split * costs.JSON_DECODE_US_PER_BYTE
-        doc = await service.transcode(cost / 2, _parse, bytes(memoryview(body)[:split]))
-        has_header = bool(request.header(HEADER_LENGTH))
-        parsed = _InferBody(doc, memoryview(body)[split:], has_header)
+        doc = await service.transcode(cost / 2, _parse, memoryview(body)[:split])
+        parsed = _InferBody(doc, memoryview(body)[split:], bool(header))
         infer = v2.V2Request(
             parsed.id,
             parsed.signature_name,
@@ -283,7 +283,7 @@ def _header_length(value: bytes, body_length: int) -> int:
     return int(value)
 
 
-def _parse(text: bytes) -> Any:
+def _parse(text: bytes | memoryview) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as e:

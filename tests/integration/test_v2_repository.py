@@ -196,7 +196,8 @@ def test_unload_lets_requests_in_flight_finish(
     unloading.start()
     wait_until(lambda: managed.status("gate") == {1: "UNLOADING"})
     assert predict(managed, "gate").status_code == 404  # no new request reaches it
-    gate.write_text("done")
+    (tmp_path / "staged").write_text("done")
+    (tmp_path / "staged").rename(gate)  # the graph reads the file once it exists: whole
     held.join(30)
     unloading.join(30)
     assert answers[0].json() == {"predictions": ["done"]}
