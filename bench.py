@@ -6,6 +6,7 @@
     python bench.py --plot          # also write bench-results/latency_vs_throughput.png
     python bench.py --only soak      # only memory over load/unload cycles (~4 min)
     python bench.py --only isolation # only tiny p99 while a 281 MB model loads (~2 min)
+    python bench.py --only speed     # only front ends vs Triton, fairness, hot path (~8 min)
 
 For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute-heavy
 ``mlp``; built here with TensorFlow, see loadtests/models.py) it measures, in one run:
@@ -45,6 +46,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -55,13 +57,13 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from loadtests import engines, loadgen, looplag, payloads
+from loadtests import engines, loadgen, looplag, payloads, speed
 from loadtests.models import MODELS, BenchModel, build
 from loadtests.stats import CpuTimes, LoadResult, stolen_during
 
@@ -741,6 +743,205 @@ def flood_table(rows: list[tuple[str, Any, Any]]) -> str:
     return "\n".join(lines)
 
 
+# -- speed: front ends against Triton, fairness, latency, the MLP, the hot path --------------
+
+SPEED_VARIANTS: dict[str, tuple[str, ...]] = {
+    "aserve": (),  # aserve's own HTTP/1.1 server and pygrpc-native
+    "aserve, fallbacks": ("--rest_server=uvicorn", "--grpc_server=grpcio"),
+}
+MLP_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class SpeedPoint:
+    result: LoadResult
+    cpu: Any  # loadtests.speed.Cpu
+
+
+@dataclass
+class SpeedReport:
+    rounds: list[dict[str, SpeedPoint]] = field(default_factory=list)
+    latency: dict[str, tuple[float, float]] = field(default_factory=dict)  # served, in-process
+    mlp: dict[str, tuple[float, float, Any]] = field(default_factory=dict)  # ex/s, ceiling, cpu
+    hot: Any = None  # loadtests.hotpath.HotPath
+    notes: list[str] = field(default_factory=list)
+
+
+def run_speed(work: Path, args: argparse.Namespace) -> SpeedReport:
+    """tiny at 32 connections, batching on, in interleaved rounds: aserve, aserve on its
+    fallback front ends, and Triton, each on REST, gRPC, and both at once; then c=1 latency
+    against the in-process call, the MLP at one example per request, and the hot path."""
+    from loadtests import hotpath
+
+    tiny, mlp = MODELS["tiny"], MODELS["mlp"]
+    for model in (tiny, mlp):
+        if not (work / "models" / model.name / "1").exists():
+            build(model.name, work / "models" / model.name / "1")
+    report = SpeedReport()
+    for n in range(args.peer_rounds):
+        points: dict[str, SpeedPoint] = {}
+        for name, extra in SPEED_VARIANTS.items():
+            with aserve(work, [tiny], batching=True, extra=extra) as served:
+                rest = functools.partial(load, tiny, served, "REST", PEER_CONCURRENCY, args)
+                grpc = functools.partial(load, tiny, served, "gRPC", PEER_CONCURRENCY, args)
+                points.update(_speed_points(name, served.pid, rest, grpc))
+        if not args.no_peers:
+            points.update(_triton_points(args, report.notes, n))
+        report.rounds.append(points)
+    tiny_ceiling = ceiling_at(measure_ceiling(tiny, work / "models" / "tiny" / "1", args), 1)
+    with aserve(work, [tiny], batching=False) as served:
+        for protocol in ("REST", "gRPC"):
+            _, result = least_stolen(
+                functools.partial(load, tiny, served, protocol, 1, args),
+                **_steal_policy(args, f"speed: c=1 {protocol}"),
+            )
+            report.latency[protocol] = (result.p50_ms, tiny_ceiling.p50_ms)
+    mlp_ceiling = ceiling_at(measure_ceiling(mlp, work / "models" / "mlp" / "1", args), 32)
+    with aserve(work, [mlp], batching=True) as served:
+        for protocol in ("REST", "gRPC"):
+            run = functools.partial(load, mlp, served, protocol, MLP_CONCURRENCY, args)
+            result, cpu = speed.measured(served.pid, run)
+            report.mlp[protocol] = (result.examples_per_s, mlp_ceiling.examples_per_s, cpu)
+    report.hot = asyncio.run(hotpath.measure(work / "hotpath", 20_000 if not args.quick else 4000))
+    return report
+
+
+def _speed_points(
+    name: str, pid: int, rest: Callable[[], LoadResult], grpc: Callable[[], LoadResult]
+) -> dict[str, SpeedPoint]:
+    points = {}
+    for protocol, run in (("REST", rest), ("gRPC", grpc)):
+        (result, cpu), steal = stolen_during(functools.partial(speed.measured, pid, run))
+        points[f"{name} {protocol}"] = SpeedPoint(replace(result, steal=steal), cpu)
+    (rest_result, grpc_result), steal = speed.together(rest, grpc)
+    points[f"{name} both REST"] = SpeedPoint(replace(rest_result, steal=steal), speed.Cpu())
+    points[f"{name} both gRPC"] = SpeedPoint(replace(grpc_result, steal=steal), speed.Cpu())
+    return points
+
+
+def _triton_points(args: argparse.Namespace, notes: list[str], n: int) -> dict[str, SpeedPoint]:
+    from loadtests import peers
+
+    where = peers.available().get("triton", "not installed")
+    if where.startswith("not installed"):
+        _note(notes, f"Triton: skipped ({where}; see loadtests/PEERS.md)")
+        return {}
+    timing = {
+        "concurrency": PEER_CONCURRENCY,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+    }
+    try:
+        with peers.running(
+            "triton", batching=True, rest_port=free_port(), grpc_port=free_port()
+        ) as peer:
+            assert peer.grpc_target and peer.grpc_method and peer.grpc_body
+            rest = functools.partial(engines.run_wrk, peer.rest_url, peer.rest_body, **timing)
+            grpc = functools.partial(
+                engines.run_h2load_raw,
+                peer.grpc_target,
+                peer.grpc_method,
+                peer.grpc_body,
+                expected_size=None,
+                **timing,
+            )
+            return _speed_points("Triton", 0, rest, grpc)
+    except Exception as e:  # a broken peer must not sink aserve's own figures
+        _note(notes, f"Triton: failed in round {n + 1} ({type(e).__name__}: {e})")
+        return {}
+
+
+def speed_tables(report: SpeedReport) -> str:
+    rounds = report.rounds
+    servers = [s for s in (*SPEED_VARIANTS, "Triton") if f"{s} REST" in rounds[0]]
+
+    def median(label: str, value: Callable[[SpeedPoint], float]) -> float:
+        values = [value(r[label]) for r in rounds if label in r]
+        return float(np.median(values)) if values else math.nan
+
+    def rps(label: str) -> float:
+        return median(label, lambda p: p.result.rps)
+
+    lines = [
+        f"## Speed: half_plus_two, batching on, {PEER_CONCURRENCY} connections per protocol "
+        f"(median of {len(rounds)} interleaved rounds)",
+        "",
+        '"both": REST and gRPC loaded at once, 32 + 32 connections; "of solo": each '
+        "protocol's share of its own solo rate. Loop / process: the server's CPU per request "
+        "(µs), its event loop thread and the whole process.",
+        "",
+        "| server | REST req/s | gRPC req/s | both: REST | both: gRPC | both: total "
+        "| REST of solo | gRPC of solo | loop µs REST / gRPC | process µs REST / gRPC | steal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in servers:
+        solo_rest, solo_grpc = rps(f"{s} REST"), rps(f"{s} gRPC")
+        both_rest, both_grpc = rps(f"{s} both REST"), rps(f"{s} both gRPC")
+        loop = [median(f"{s} {p}", lambda x: x.cpu.loop_us) for p in ("REST", "gRPC")]
+        proc = [median(f"{s} {p}", lambda x: x.cpu.process_us) for p in ("REST", "gRPC")]
+        steal = max(
+            (p.result.steal for r in rounds for k, p in r.items() if k.startswith(s + " ")),
+            default=math.nan,
+        )
+        lines.append(
+            f"| {s} | {solo_rest:,.0f} | {solo_grpc:,.0f} | {both_rest:,.0f} | {both_grpc:,.0f} "
+            f"| {both_rest + both_grpc:,.0f} | {both_rest / solo_rest:.0%} "
+            f"| {both_grpc / solo_grpc:.0%} | {_cpu(loop)} | {_cpu(proc)} | {steal:.1%} |"
+        )
+    if "Triton" in servers:
+        lines += [
+            "",
+            "aserve / Triton, requests/s (median of the per-round ratios; each round):",
+            "",
+        ]
+        for what, labels in (
+            ("REST", ["REST"]),
+            ("gRPC", ["gRPC"]),
+            ("both, total", ["both REST", "both gRPC"]),
+        ):
+            ratios = [
+                sum(r[f"aserve {x}"].result.rps for x in labels)
+                / sum(r[f"Triton {x}"].result.rps for x in labels)
+                for r in rounds
+                if all(f"Triton {x}" in r for x in labels)
+            ]
+            each = ", ".join(f"{v:.2f}" for v in ratios)
+            lines.append(f"- {what}: **{float(np.median(ratios)):.2f}x** ({each})")
+    lines += [
+        "",
+        "## Latency at one connection (tiny, no batching): served p50 against the in-process call",
+        "",
+        "| protocol | aserve p50 ms | in-process call p50 ms | difference ms |",
+        "|---|---|---|---|",
+    ]
+    for protocol, (served, inprocess) in report.latency.items():
+        lines.append(f"| {protocol} | {served:.2f} | {inprocess:.2f} | {served - inprocess:+.2f} |")
+    lines += [
+        "",
+        f"## The MLP (784-2048-2048-10), one example per request, {MLP_CONCURRENCY} "
+        "connections, batching on",
+        "",
+        "| protocol | examples/s | in-process ceiling at batch 32 | fraction "
+        "| loop µs / request (outside TF) | process µs / request |",
+        "|---|---|---|---|---|---|",
+    ]
+    for protocol, (examples, ceiling, cpu) in report.mlp.items():
+        lines.append(
+            f"| {protocol} | {examples:,.0f} | {ceiling:,.0f} | {examples / ceiling:.2f} "
+            f"| {cpu.loop_us:.0f} | {cpu.process_us:.0f} |"
+        )
+    if report.hot is not None:
+        from loadtests import hotpath
+
+        lines += ["", hotpath.table(report.hot)]
+    lines += [f"\n> {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _cpu(values: list[float]) -> str:
+    return " / ".join("n/a" if math.isnan(v) else f"{v:.0f}" for v in values)
+
+
 def _swap_row(label: str, r: LoadResult) -> str:
     cells = [label, r.requests, r.errors, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.1f}"]
     return "| " + " | ".join(map(str, cells)) + " |"
@@ -786,6 +987,7 @@ def main(argv: list[str] | None = None) -> int:
             "flood": lambda: flood_table(run_flood(work, args)),
             "soak": lambda: run_memory_part("soak", work, args.quick),
             "isolation": lambda: run_memory_part("isolation", work, args.quick),
+            "speed": lambda: speed_tables(run_speed(work, args)),
         }
         report = parts[args.only]()
         print(report)
@@ -1010,9 +1212,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="bench-results")
     parser.add_argument(
         "--only",
-        choices=["loop-lag", "access-log", "flood", "soak", "isolation"],
+        choices=["loop-lag", "access-log", "flood", "soak", "isolation", "speed"],
         help="run only this part: the mixed loop-lag run, the access log's cost, the flood, "
-        "the memory soak (loadtests/soak.py) or the load-isolation run (loadtests/isolation.py)",
+        "the memory soak (loadtests/soak.py), the load-isolation run (loadtests/isolation.py) "
+        "or the speed run (front ends against Triton, fairness, latency, MLP, hot path)",
     )
     parser.add_argument("--flood-connections", type=int, default=2000)
     parser.add_argument("--flood-seconds", type=float, default=20.0)

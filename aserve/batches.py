@@ -29,6 +29,9 @@ class Model(Protocol):
 
 def batch_size(feeds: Feeds) -> int | None:
     """The common first dimension of ``feeds``; None when they cannot be batched."""
+    if len(feeds) == 1:
+        (array,) = feeds.values()
+        return array.shape[0] if array.ndim else None
     sizes = {array.shape[0] if array.ndim else None for array in feeds.values()}
     if len(sizes) != 1 or None in sizes:
         return None
@@ -37,6 +40,9 @@ def batch_size(feeds: Feeds) -> int | None:
 
 def compatibility(feeds: Feeds, *, pad: bool) -> tuple[Any, ...]:
     """Requests with equal keys can share a batch."""
+    if len(feeds) == 1:  # the common case, without sorting
+        ((name, a),) = feeds.items()
+        return ((name, a.ndim, a.dtype),) if pad else ((name, a.shape[1:], a.dtype),)
     if pad:
         return tuple((name, a.ndim, a.dtype) for name, a in sorted(feeds.items()))
     return tuple((name, a.shape[1:], a.dtype) for name, a in sorted(feeds.items()))

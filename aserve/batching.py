@@ -36,9 +36,8 @@ import asyncio
 import collections
 import contextlib
 import functools
-import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -60,24 +59,32 @@ OnBatch = Callable[[BatchRecord], None]
 
 
 class Reservation:
-    """A place held in a runner's queue for a request still being read and decoded."""
+    """A place held in a runner's queue for a request still being read and decoded:
+    ``release(held)`` gives back what it holds."""
 
-    __slots__ = ("_release",)
+    __slots__ = ("_release", "_held")
 
-    def __init__(self, release: Callable[[], None]) -> None:
-        self._release: Callable[[], None] | None = release
+    def __init__(self, release: Callable[[float], None], held: float = 1.0) -> None:
+        self._release: Callable[[float], None] | None = release
+        self._held = held
 
     def release(self) -> None:
         """Give the place back (once; the request queues for real, or ends)."""
         release, self._release = self._release, None
         if release is not None:
-            release()
+            release(self._held)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 class Runner(Protocol):
-    async def run(
+    def run(
         self, plan: Plan, timeout_ms: int, reservation: Reservation | None = None
-    ) -> Ran: ...
+    ) -> Awaitable[Ran]: ...
 
     def queued(self) -> int:
         """Requests waiting to run (in a batch queue, or for a worker)."""
@@ -135,7 +142,7 @@ class DirectRunner:
         self._reserved += 1
         return Reservation(self._unreserve)
 
-    def _unreserve(self) -> None:
+    def _unreserve(self, examples: float) -> None:
         self._reserved -= 1
 
     def _has_room(self) -> bool:
@@ -243,8 +250,14 @@ class BatcherStatistics:
 class _Task:
     __slots__ = ("feeds", "size", "key", "future", "enqueued", "deadline", "batch_size")
 
-    def __init__(self, feeds: Feeds, size: int, key: tuple[Any, ...], timeout_ms: int) -> None:
-        loop = asyncio.get_running_loop()
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        feeds: Feeds,
+        size: int,
+        key: tuple[Any, ...],
+        timeout_ms: int,
+    ) -> None:
         self.feeds = feeds
         self.size = size
         self.key = key
@@ -275,6 +288,9 @@ class Batcher:
         self._model_name = model_name
         self._pool = pool
         self._options = options
+        self._capacity = options.capacity  # the largest batch run
+        self._loop = asyncio.get_running_loop()
+        self._max_batches = options.max_enqueued_batches
         self._slots = slots
         self._queue: collections.deque[_Task] = collections.deque()
         self._queued = 0  # examples waiting
@@ -292,12 +308,12 @@ class Batcher:
             raise invalid_argument(
                 f"Task size {size} is larger than maximum input batch size {options.max_batch_size}"
             )
-        if size > options.capacity:  # only with enable_large_batch_splitting
+        if size > self._capacity:  # only with enable_large_batch_splitting
             return await self._run_split(feeds, size, timeout_ms)
         if not self.has_room(size):
             raise self.full()
         key = compatibility(feeds, pad=options.pad_variable_length_inputs)
-        task = _Task(feeds, size, key, timeout_ms)
+        task = _Task(self._loop, feeds, size, key, timeout_ms)
         if not self._queue and not self._in_flight and not options.batch_timeout_micros:
             # an idle queue: run now as a batch of one, without a scheduler hop
             await self._slots.acquire()
@@ -305,7 +321,7 @@ class Batcher:
             return task.future.result(), task.batch_size
         self._queue.append(task)
         self._queued += size
-        if len(self._queue) == 1 or self._queued >= options.capacity:
+        if len(self._queue) == 1 or self._queued >= self._capacity:
             # only a new head or a full batch can change the scheduler's decision; waking it
             # for every arrival cost ~10 µs of loop time per request (32 gRPC clients, tiny)
             self._changed.set()
@@ -314,7 +330,7 @@ class Batcher:
     async def _run_split(
         self, feeds: Feeds, size: int, timeout_ms: int
     ) -> tuple[list[np.ndarray], int]:
-        step = self._options.capacity
+        step = self._capacity
         pieces = [{k: v[i : i + step] for k, v in feeds.items()} for i in range(0, size, step)]
         results = await asyncio.gather(
             *(self.run(p, min(step, size - i * step), timeout_ms) for i, p in enumerate(pieces))
@@ -333,7 +349,7 @@ class Batcher:
 
     def has_room(self, examples: float) -> bool:
         """Room in the queue for ``examples`` more (TF's max_enqueued_batches rule)."""
-        return self._batches_with(examples) <= self._options.max_enqueued_batches
+        return self._batches_with(examples) <= self._max_batches
 
     def full(self) -> ServingError:
         """TensorFlow's answer when the queue has no room (a new error each time: a raised
@@ -348,8 +364,8 @@ class Batcher:
         )
 
     def _batches_with(self, examples: float) -> int:
-        wanted = math.ceil(self._queued + max(examples, 1))
-        return -(-wanted // self._options.capacity)
+        # ceil(ceil(w) / c) == ceil(w / c): one ceiling division, in floats if w is one
+        return int(-(-(self._queued + max(examples, 1)) // self._capacity))
 
     async def close(self) -> None:
         self._scheduler.cancel()
@@ -370,7 +386,7 @@ class Batcher:
                 continue
             await self._slots.acquire()
             now = loop.time()
-            cut = "full" if self._queued >= self._options.capacity else "timeout"
+            cut = "full" if self._queued >= self._capacity else "timeout"
             if cut == "timeout" and not self._options.batch_timeout_micros:
                 cut = "idle"  # no timeout: a partial batch starts once the queue is idle
             batch = self._take(now)
@@ -403,7 +419,7 @@ class Batcher:
         """
         if not self._queue:
             return 0
-        if self._queued >= self._options.capacity:
+        if self._queued >= self._capacity:
             return None
         timeout = self._options.batch_timeout_micros / 1e6
         if timeout:
@@ -415,7 +431,7 @@ class Batcher:
         """Pop the head request and every later compatible one that fits, in queue order."""
         batch: list[_Task] = []
         kept: list[_Task] = []
-        room = self._options.capacity
+        room = self._capacity
         while self._queue and room:
             task = self._queue.popleft()
             if task.future.done():  # cancelled by its caller
@@ -516,36 +532,40 @@ class BatchingRunner:
             for sig in model.signatures.values()
             if sig.inputs
         }
-        self._batchers: dict[tuple[frozenset[str], tuple[str, ...]], Batcher] = {}
+        # by the feeds' names, in the signature's order, and the fetches
+        self._batchers: dict[tuple[tuple[str, ...], tuple[str, ...]], Batcher] = {}
         self._reserved = 0.0  # examples held for requests still being decoded
         self._typical = 1.0  # examples per request, a moving average: what a place holds
 
-    async def run(self, plan: Plan, timeout_ms: int, reservation: Reservation | None = None) -> Ran:
+    def run(
+        self, plan: Plan, timeout_ms: int, reservation: Reservation | None = None
+    ) -> Awaitable[Ran]:
+        # a plain function handing back the batcher's coroutine: one frame less to resume
         if reservation is not None:
             reservation.release()  # from here the request's own examples count
-        feeds = frozenset(plan.feeds)
+        key = (tuple(plan.feeds), plan.fetches)
+        batcher = self._batchers.get(key)
         size = batch_size(plan.feeds)
-        if size is None or (feeds, frozenset(plan.fetches)) not in self._batchable:
-            return await self._direct.run(plan, timeout_ms)
+        if batcher is None or size is None:
+            feeds = frozenset(plan.feeds)
+            if size is None or (feeds, frozenset(plan.fetches)) not in self._batchable:
+                return self._direct.run(plan, timeout_ms)
+            if batcher is None:
+                batcher = self._batchers[key] = self._new_batcher(plan.fetches)
         self._typical += (size - self._typical) / 8
-        batcher = self._batchers.get((feeds, plan.fetches))
-        if batcher is None:
-            batcher = self._batchers[(feeds, plan.fetches)] = self._new_batcher(plan.fetches)
-        return await batcher.run(plan.feeds, size, timeout_ms)
+        return batcher.run(plan.feeds, size, timeout_ms)
 
     def reserve(self) -> Reservation:
         """Refused only when every queue is full: a request's queue is known once decoded."""
         held = self._reserved + self._typical
-        batchers = list(self._batchers.values())
-        if batchers and not any(b.has_room(held) for b in batchers):
-            raise batchers[0].full()
+        batchers = self._batchers
+        if batchers and not any(b.has_room(held) for b in batchers.values()):
+            raise next(iter(batchers.values())).full()
         self._reserved = held
-        typical = self._typical
+        return Reservation(self._unreserve, self._typical)
 
-        def release() -> None:
-            self._reserved -= typical
-
-        return Reservation(release)
+    def _unreserve(self, examples: float) -> None:
+        self._reserved -= examples
 
     def statistics(self) -> list[BatcherStatistics]:
         return [b.statistics() for b in self._batchers.values()]

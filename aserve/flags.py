@@ -87,6 +87,8 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "rest_api_header_timeout_seconds",
         "rest_api_keepalive_seconds",
         "max_connections",
+        "rest_server",
+        "grpc_server",
         "listen_before_load",
         "drain_delay_seconds",
         "access_log",
@@ -222,6 +224,15 @@ def _log_format(text: str) -> str:
     return text.lower()
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(" or ".join(choices))
+        return text.lower()
+
+    return convert
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError("debug, info, warning or error")
@@ -263,6 +274,8 @@ _TAGS: Final = _Kind(metavar="TAGS", convert=_tags, show=_show_tuple)
 _CHANNEL_ARGS: Final = _Kind(metavar="K=V,...", convert=_channel_arguments, show=_show_tuple)
 _LEVEL: Final = _Kind(metavar="LEVEL", convert=_log_level)
 _FORMAT: Final = _Kind(metavar="FORMAT", convert=_log_format)
+_REST_SERVER: Final = _Kind(metavar="SERVER", convert=_choice("aserve", "uvicorn"))
+_GRPC_SERVER: Final = _Kind(metavar="SERVER", convert=_choice("native", "grpcio"))
 _FOLDERS: Final = _Kind(metavar="DIR,...", convert=_paths, show=_show_tuple)
 
 # --- the flag table ----------------------------------------------------------------------------
@@ -461,6 +474,19 @@ class ServerOptions:
         _ASERVE,
         "open connections per port; more are refused as they open; 0 = half the "
         "file-descriptor limit less 256",
+    )
+    rest_server: str = _flag(
+        "aserve",
+        _REST_SERVER,
+        _ASERVE,
+        "the HTTP/1.1 server under the REST API: aserve (its own, on httptools) or uvicorn",
+    )
+    grpc_server: str = _flag(
+        "native",
+        _GRPC_SERVER,
+        _ASERVE,
+        "the gRPC server: native (pygrpc-native, HTTP/2 in Rust) or grpcio (grpc.aio); "
+        "native falls back to grpcio, with a log line, for what it cannot do (TLS)",
     )
     max_request_elements: int = _flag(
         2**26,

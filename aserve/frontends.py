@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from aserve import grpc_native
 from aserve._proto import monitoring_config_pb2, ssl_config_pb2
 from aserve.flags import ServerOptions
 from aserve.grpc_api import TfServingApi
@@ -124,12 +125,12 @@ async def _http(
         keepalive_s=options.rest_api_keepalive_seconds,
         max_connections=max_connections,
     )
-    return HttpFrontEnd(app, sock, tls=tls, limits=limits)
+    return HttpFrontEnd(app, sock, tls=tls, limits=limits, server=options.rest_server)
 
 
 async def _grpc(
     options: ServerOptions, service: Service, health: HealthApi, max_connections: int
-) -> GrpcFrontEnd | None:
+) -> FrontEnd | None:
     if not options.port and not options.grpc_socket_path:
         return None
     methods = TfServingApi(
@@ -143,6 +144,16 @@ async def _grpc(
         addresses.append((f"{options.grpc_host}:{options.port}", await _ssl_credentials(options)))
     if options.grpc_socket_path:
         addresses.append((f"unix:{options.grpc_socket_path}", None))
+    if options.grpc_server == "native":
+        given = dict(options.grpc_channel_arguments)
+        if options.max_connections:
+            given.setdefault("grpc.max_allowed_incoming_connections", options.max_connections)
+        why = grpc_native.unsupported(addresses, given)
+        if not why:
+            return grpc_native.NativeGrpcFrontEnd(
+                service, methods, addresses=addresses, options=_grpc_limits(given)
+            )
+        log.info("gRPC: grpcio serves, since the native server does not support %s", why)
     server_options = _grpc_server_options(options, max_connections)
     return GrpcFrontEnd(service, methods, addresses=addresses, options=server_options)
 
@@ -173,6 +184,17 @@ async def _ssl_credentials(options: ServerOptions) -> grpc.ServerCredentials | N
         root_certificates=ssl.custom_ca.encode() or None,
         require_client_auth=ssl.client_verify,
     )
+
+
+def _grpc_limits(given: dict[str, int | str]) -> dict[str, int | str]:
+    """The native server's options: TF Serving's message limits unless configured lower."""
+    return {
+        "grpc.max_send_message_length": 2**31 - 1,
+        "grpc.max_receive_message_length": 2**31 - 1,
+        "grpc.keepalive_time_ms": 60_000,
+        "grpc.keepalive_timeout_ms": 20_000,
+        **given,
+    }
 
 
 def _grpc_server_options(

@@ -12,7 +12,7 @@ started in the worker pool yet never starts.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -85,7 +85,8 @@ class TfServingApi:
 
     # -- PredictionService -------------------------------------------------------------------
 
-    async def Predict(self, request: Any, context: Context, record: RequestRecord) -> Any:
+    def Predict(self, request: Any, context: Context, record: RequestRecord) -> Awaitable[Any]:
+        # hands back the service's coroutine, not awaited: one frame less to resume
         predict = Predict(
             _servable_request(request),
             request.model_spec.signature_name,
@@ -95,7 +96,7 @@ class TfServingApi:
         )
         encode = functools.partial(self._predict_response, request.model_spec)
         encoding = Encoding(encode, costs.PROTO_ENCODE_US_PER_BYTE)
-        return await self._service.predict(record, predict, encoding)
+        return self._service.predict(record, predict, encoding)
 
     def _predict_response(
         self, requested: Any, version: int, outputs: Mapping[str, np.ndarray]

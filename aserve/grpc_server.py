@@ -1,9 +1,10 @@
-"""The gRPC front end: one grpc.aio server serving the methods of every gRPC protocol.
+"""The gRPC front end: the methods of every gRPC protocol, on one of two servers.
 
 Protocol modules describe their RPCs as :class:`Method` records (full name, request type,
-handler); this module registers them all through one adapter, which for every call:
+handler). :class:`Calls` is what every call goes through, whichever server carries it:
 
 * opens the call's record (``x-request-id`` metadata or a new id, the peer, bytes in);
+* authorizes it, and refuses it before parsing when the model it names is overloaded;
 * parses the request itself (the server hands it raw bytes; a large message is parsed in a
   codec thread, and one that does not parse is INVALID_ARGUMENT, not UNKNOWN);
 * awaits the handler, serializes the response itself (so the record knows bytes out);
@@ -12,15 +13,18 @@ handler); this module registers them all through one adapter, which for every ca
   into INTERNAL, so no method can forget;
 * hands the finished record to the service's observers, before answering.
 
-A method nobody registered is answered UNIMPLEMENTED through the same adapter, so unknown
-calls are recorded too. The client's deadline is the handler's to read
-(``context.time_remaining()``); a call whose client cancels or whose deadline passes is
-cancelled, and its record says so.
+The servers only carry bytes: grpc.aio here (:class:`GrpcFrontEnd`, ``--grpc_server=grpcio``)
+or pygrpc-native's Rust HTTP/2 server (:mod:`aserve.grpc_native`, the default). A handler
+sees its call as a :class:`CallContext` on both. A method nobody registered is answered
+UNIMPLEMENTED through the same path, so unknown calls are recorded too. The client's
+deadline is the handler's to read (``call.time_remaining()``); a call whose client cancels or
+whose deadline passes is cancelled, and its record says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
@@ -35,9 +39,35 @@ from aserve.service import Service
 from aserve.tensors import costs
 
 GRPC_MESSAGE_LIMIT: Final = 1024
-Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpcio ships no type stubs
-UnaryHandler = Callable[[Any, Context, RequestRecord], Awaitable[Any]]
-StreamHandler = Callable[[Any, Context, RequestRecord], AsyncIterator[Any]]
+# smaller requests are parsed (~0.5 µs) before a place in their model's queue is taken: the
+# early refusal costs more than it saves
+ADMIT_BEFORE_PARSING_BYTES: Final = 16 * 1024
+Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
+
+
+class CallContext:
+    """What a handler knows of its call, on either server."""
+
+    __slots__ = ("peer", "metadata", "deadline", "trailing_metadata")
+
+    def __init__(self, peer: str, metadata: Metadata, time_remaining: float | None) -> None:
+        self.peer = peer
+        self.metadata = metadata
+        self.deadline = None if time_remaining is None else time.monotonic() + time_remaining
+        self.trailing_metadata: Metadata = ()
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the client's deadline; None if it set none."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def set_trailing_metadata(self, metadata: Metadata) -> None:
+        """Sent with the call's status, whether it succeeds or fails."""
+        self.trailing_metadata = metadata
+
+
+Context: TypeAlias = CallContext
+UnaryHandler = Callable[[Any, CallContext, RequestRecord], Awaitable[Any]]
+StreamHandler = Callable[[Any, CallContext, RequestRecord], AsyncIterator[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +92,93 @@ class Method:
 Address = tuple[str, Any]  # ("host:port" or "unix:path", grpc.ServerCredentials or None)
 
 
+class GrpcFailure(Exception):
+    """How a call ends when it does not succeed: its status, message and trailing metadata."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, trailing: Metadata = ()) -> None:
+        super().__init__(message)
+        self.code, self.message, self.trailing = code, message, trailing
+
+
+class Calls:
+    """What every call goes through, on either server (the module's docstring)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def unary(self, method: Method, data: bytes, call: CallContext) -> bytes:
+        """The serialized response; GrpcFailure, or CancelledError if the client left."""
+        service = self._service
+        record, authorization = self._begin(method, call, data, tracked=True)
+        try:
+            service.authorize(record, method.access, authorization)
+            if (
+                len(data) > ADMIT_BEFORE_PARSING_BYTES
+                and method.admission is not None
+                and (named := method.admission(data)) is not None
+            ):
+                service.admit(record, named)  # refused, if it is, before parsing
+            cost = len(data) * costs.PROTO_DECODE_US_PER_BYTE / 2  # half parsing
+            request = await service.transcode(cost, _parse, method.request_type.FromString, data)
+            response = await method.handler(request, call, record)  # type: ignore[misc]
+            answer: bytes = response.SerializeToString()
+        except BaseException as e:
+            raise self._failure(record, call, e) from None
+        record.bytes_out = len(answer)
+        service.finish(record)  # before answering: a client may read the metrics right after
+        return answer
+
+    async def stream(self, method: Method, data: bytes, call: CallContext) -> AsyncIterator[bytes]:
+        """The serialized responses; then GrpcFailure, or CancelledError if the client left."""
+        service = self._service
+        record, authorization = self._begin(method, call, data, tracked=False)
+        try:
+            service.authorize(record, method.access, authorization)
+            request = _parse(method.request_type.FromString, data)
+            async for response in method.handler(request, call, record):  # type: ignore[union-attr]
+                answer = response.SerializeToString()
+                record.bytes_out += len(answer)
+                yield answer
+        except BaseException as e:
+            raise self._failure(record, call, e) from None
+        service.finish(record)
+
+    def _begin(
+        self, method: Method, call: CallContext, data: bytes, *, tracked: bool
+    ) -> tuple[RequestRecord, bytes]:
+        """The call's record, and the value of its ``authorization`` metadata (b"" if none)."""
+        request_id, authorization = "", b""
+        for key, value in call.metadata:
+            if key == "x-request-id":
+                request_id = _bytes(value).decode("latin-1")
+            elif key == "authorization":
+                authorization = _bytes(value)
+        record = self._service.begin(
+            "grpc", request_id=request_id, peer=call.peer, bytes_in=len(data), tracked=tracked
+        )
+        record.api = method.name
+        return record, authorization
+
+    def _failure(
+        self, record: RequestRecord, call: CallContext, error: BaseException
+    ) -> BaseException:
+        """Record the failure; what to raise: the CancelledError, or the call's GrpcFailure."""
+        service = self._service
+        serving = service.failed(record, error)
+        if serving.code is Code.CANCELLED:
+            remaining = call.time_remaining()
+            if remaining is not None and remaining <= 0:
+                record.code = Code.DEADLINE_EXCEEDED
+            service.finish(record)
+            return error if isinstance(error, asyncio.CancelledError) else asyncio.CancelledError()
+        service.finish(record)
+        code, message = grpc_code(serving.code), grpc_message(serving.message)
+        return GrpcFailure(code, message, call.trailing_metadata)
+
+
 class GrpcFrontEnd:
-    """The gRPC listener: a grpc.aio server listening on its addresses from :meth:`start`.
+    """The gRPC listener on grpc.aio (``--grpc_server=grpcio``): listening on its addresses
+    from :meth:`start`.
 
     grpc listens as soon as a port is added, so ports are added only when starting: before
     that, connections are refused, not queued.
@@ -77,10 +192,17 @@ class GrpcFrontEnd:
         addresses: Sequence[Address],
         options: Sequence[tuple[str, int | str]] = (),
     ) -> None:
-        self._service = service
+        self._calls = Calls(service)
         self._server = grpc.aio.server(options=list(options))
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for method in methods:
+            handler = self._stream(method) if method.stream else self._unary(method)
+            by_service.setdefault(method.service, {})[method.name] = handler
         self._server.add_generic_rpc_handlers(
-            (*self._handlers(methods), _Unimplemented(self._unary(_UNKNOWN)))
+            (
+                *(grpc.method_handlers_generic_handler(s, h) for s, h in by_service.items()),
+                _Unimplemented(self._unary(UNKNOWN)),
+            )
         )
         self._addresses = list(addresses)
         self.port = 0
@@ -101,7 +223,7 @@ class GrpcFrontEnd:
                 if port == 0:
                     raise OSError(f"cannot listen on {address}")
                 self.port, address = port, f"{address.rpartition(':')[0]}:{port}"
-            endpoints.append(f"gRPC on {address}")
+            endpoints.append(f"gRPC on {address} (grpcio)")
         self.endpoint = ", ".join(endpoints)
         await self._server.start()
 
@@ -110,90 +232,45 @@ class GrpcFrontEnd:
         remaining = deadline - asyncio.get_running_loop().time()
         await self._server.stop(max(remaining, 0.0))
 
-    def _handlers(self, methods: Sequence[Method]) -> list[grpc.GenericRpcHandler]:
-        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-        for method in methods:
-            handler = self._stream(method) if method.stream else self._unary(method)
-            by_service.setdefault(method.service, {})[method.name] = handler
-        return [grpc.method_handlers_generic_handler(s, h) for s, h in by_service.items()]
-
     def _unary(self, method: Method) -> grpc.RpcMethodHandler:
-        service, handler, api = self._service, method.handler, method.name
-        parse = method.request_type.FromString
+        calls = self._calls
 
-        access, admission = method.access, method.admission
-
-        async def call(data: bytes, context: Context) -> bytes:
-            record, authorization = _begin(service, context, api, data)
+        async def call(data: bytes, context: Any) -> bytes:
             try:
-                service.authorize(record, access, authorization)
-                if admission is not None and (named := admission(data)) is not None:
-                    service.admit(record, named)
-                cost = len(data) * costs.PROTO_DECODE_US_PER_BYTE / 2  # half parsing
-                request = await service.transcode(cost, _parse, parse, data)
-                response = await handler(request, context, record)  # type: ignore[misc]
-                answer: bytes = response.SerializeToString()
-            except BaseException as e:
-                await _fail(service, record, context, e)
+                return await calls.unary(method, data, _context(context))
+            except GrpcFailure as failure:
+                await _abort(context, failure)
                 raise AssertionError("unreachable") from None
-            record.bytes_out = len(answer)
-            service.finish(record)  # before answering: a client may read the metrics right after
-            return answer
 
         return grpc.unary_unary_rpc_method_handler(call)
 
     def _stream(self, method: Method) -> grpc.RpcMethodHandler:
-        service, handler, api = self._service, method.handler, method.name
-        parse = method.request_type.FromString
+        calls = self._calls
 
-        access = method.access
-
-        async def call(data: bytes, context: Context) -> AsyncIterator[bytes]:
-            record, authorization = _begin(service, context, api, data, tracked=False)
+        async def call(data: bytes, context: Any) -> AsyncIterator[bytes]:
             try:
-                service.authorize(record, access, authorization)
-                request = _parse(parse, data)
-                async for response in handler(request, context, record):  # type: ignore[union-attr]
-                    answer = response.SerializeToString()
-                    record.bytes_out += len(answer)
+                async for answer in calls.stream(method, data, _context(context)):
                     yield answer
-            except BaseException as e:
-                await _fail(service, record, context, e)
-            service.finish(record)
+            except GrpcFailure as failure:
+                await _abort(context, failure)
 
         return grpc.unary_stream_rpc_method_handler(call)
 
 
-def _begin(
-    service: Service, context: Context, api: str, data: bytes, *, tracked: bool = True
-) -> tuple[RequestRecord, bytes]:
-    """The call's record, and the value of its ``authorization`` metadata (b"" if none)."""
-    request_id, authorization = "", b""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
-            request_id = value
-        elif key == "authorization":
-            authorization = value.encode("latin-1", "replace")
-    record = service.begin(
-        "grpc", request_id=request_id, peer=context.peer(), bytes_in=len(data), tracked=tracked
+def _context(context: Any) -> CallContext:
+    return CallContext(
+        context.peer(), context.invocation_metadata() or (), context.time_remaining()
     )
-    record.api = api
-    return record, authorization
 
 
-async def _fail(
-    service: Service, record: RequestRecord, context: Context, error: BaseException
-) -> None:
-    """Record the failure and answer it: abort with its status, or re-raise a cancellation."""
-    serving = service.failed(record, error)
-    if serving.code is Code.CANCELLED:
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            record.code = Code.DEADLINE_EXCEEDED
-        service.finish(record)
-        raise error
-    service.finish(record)
-    await context.abort(grpc_code(serving.code), grpc_message(serving.message))
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode("latin-1", "replace") if isinstance(value, str) else value
+
+
+async def _abort(context: Any, failure: GrpcFailure) -> None:
+    if failure.trailing:
+        context.set_trailing_metadata(failure.trailing)
+    await context.abort(failure.code, failure.message)
 
 
 def grpc_code(code: Code) -> grpc.StatusCode:
@@ -215,7 +292,7 @@ def _parse(parse: Callable[[bytes], Any], data: bytes) -> Any:
         raise invalid_argument(f"Failed to parse the request message: {e}") from None
 
 
-async def _unknown(request: bytes, context: Context, record: RequestRecord) -> Any:
+async def _unknown(request: bytes, call: CallContext, record: RequestRecord) -> Any:
     raise ServingError(Code.UNIMPLEMENTED, "Method not found!")
 
 
@@ -225,7 +302,7 @@ class _Raw:
     FromString = staticmethod(bytes)
 
 
-_UNKNOWN = Method("", "", _Raw, _unknown)
+UNKNOWN: Final = Method("", "", _Raw, _unknown)  # the method of every unknown path
 
 
 class _Unimplemented(grpc.GenericRpcHandler):  # type: ignore[misc]

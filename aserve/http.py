@@ -14,38 +14,34 @@ hands the finished record to the service's observers and answers. ``OPTIONS`` is
 preflight on every path (TF Serving answers it regardless of the CORS flag). Protocol
 modules (TF Serving's REST API, the metrics page) only translate their requests.
 
-The listener is uvicorn with the httptools parser on the running loop, and the app is plain
-ASGI: measured on uvicorn, a trivial endpoint answers ~16,700 requests/s through
-Starlette's request/response layer and ~26,500 as plain ASGI (~22 µs a request), and
-Starlette's router took ~4% of the loop under load; routes here are a dict and a short list.
-uvicorn rather than the design card's hypercorn, because on these 2-core machines a trivial
-endpoint answers ~4,500 requests/s on hypercorn and ~16,700 on uvicorn+httptools.
+Transports only carry bytes: aserve's own HTTP/1.1 server (:mod:`aserve.http1`, the
+default) or uvicorn (:mod:`aserve.asgi`, ``--rest_server=uvicorn``) hand the app a request's
+method, raw path, headers and a body reader, and write the answer it returns. Routes here
+are a dict and a short list (Starlette's router took ~4% of the loop under load, and its
+Request/Response layer ~20 µs a request). Why aserve's own server and not the design
+card's hypercorn: a trivial endpoint answers ~4,500 requests/s on hypercorn, ~16,700 on
+uvicorn+httptools with Starlette and ~32,800 on uvicorn as plain ASGI on these 2-core
+machines, and aserve's own protocol costs half of uvicorn's CPU per request (README,
+"Front ends").
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import socket
 import ssl as _ssl
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-
-import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from typing import Final, Protocol
 
 from aserve import tensors
 from aserve.errors import Code, ServingError, http_status_of, invalid_argument
+from aserve.http1 import Http1Server
+from aserve.ids import ServableRequest
 from aserve.records import RequestRecord
 from aserve.service import Service
 from aserve.tensors import costs
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON: Final = b"application/json"
 TEXT: Final = b"text/plain; charset=utf-8"
@@ -92,34 +88,57 @@ class HttpResponse:
         return cls(tensors.error_json(error.message), status=http_status_of(error), headers=headers)
 
 
+BodyReader = Callable[[int], Awaitable[bytes | None]]  # the whole body; None if over the limit
+
+
 class HttpRequest:
     """One request as handlers see it: method, raw path, headers, body, and its record."""
 
     __slots__ = (
         "method",
         "path",
+        "headers",
         "record",
         "body_read",
-        "_scope",
-        "_receive",
+        "body_arrived",
+        "_read",
         "_service",
         "_limit",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, record: RequestRecord, app: HttpApp) -> None:
-        self.method: str = scope["method"]
-        raw = scope.get("raw_path")  # TF Serving routes on the still-percent-encoded path
-        self.path: str = raw.decode("latin-1") if raw else scope["path"]
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        read: BodyReader,
+        record: RequestRecord,
+        app: HttpApp,
+        body_arrived: bool = False,
+    ) -> None:
+        self.method = method
+        self.path = path  # still percent-encoded: TF Serving routes on the raw path
+        self.headers = headers  # names in lower case
         self.record = record
         self.body_read = False
-        self._scope = scope
-        self._receive = receive
+        self.body_arrived = body_arrived  # the whole body is in memory already
+        self._read = read
         self._service = app.service
         self._limit = app.options.max_body_bytes
 
     def header(self, name: bytes) -> bytes:
         """The value of header ``name`` (lower case), b"" if absent."""
-        return _header(self._scope, name)
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return b""
+
+    def admit(self, spec: ServableRequest) -> None:
+        """Hold a place in the queue of the model ``spec`` names before reading a body still
+        on its way, or refuse the request now (503) if there is none; a body already here
+        costs nothing to read, and the place is taken after decoding it."""
+        if not self.body_arrived:
+            self._service.admit(self.record, spec)
 
     async def body(self) -> bytes:
         """The whole body, gunzipped if sent with ``Content-Encoding: gzip``; 413 if too large."""
@@ -127,17 +146,9 @@ class HttpRequest:
         declared = self.header(b"content-length")
         if declared.isdigit() and int(declared) > self._limit:
             raise self._too_large()
-        chunks, size = [], 0
-        while True:
-            message = await self._receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._limit:
-                raise self._too_large()
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await self._read(self._limit)
+        if body is None:
+            raise self._too_large()
         self.record.bytes_in = len(body)
         if self.header(b"content-encoding").lower() == b"gzip":
             cost = len(body) * costs.GUNZIP_US_PER_BYTE
@@ -176,7 +187,8 @@ class Route:
 
 
 class HttpApp:
-    """The ASGI application: records, routes, authorizes, renders errors, adds headers."""
+    """What every HTTP request goes through, whatever the transport: records, routes,
+    authorizes, renders errors, adds headers."""
 
     def __init__(self, service: Service, routes: Sequence[Route], options: HttpOptions) -> None:
         self.service = service
@@ -185,17 +197,20 @@ class HttpApp:
         self._prefixes = [(r.path.lower(), r) for r in routes if r.prefix]
         self._extra_headers = _CORS_HEADERS if options.cors else []
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # lifespan is off; websockets are not served
+    async def serve(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        peer: str,
+        read: BodyReader,
+        body_arrived: bool = False,
+    ) -> HttpResponse | None:
+        """The answer to one request, its headers complete (``content-length`` is the
+        transport's to add); None if the client has gone."""
         service = self.service
-        client = scope.get("client")
-        record = service.begin(
-            "rest",
-            request_id=_header(scope, b"x-request-id").decode("latin-1"),
-            peer=f"{client[0]}:{client[1]}" if client else "",
-        )
-        request = HttpRequest(scope, receive, record, self)
+        record = service.begin("rest", request_id=_header(headers, b"x-request-id"), peer=peer)
+        request = HttpRequest(method, path, headers, read, record, self, body_arrived)
         try:
             response = await self._respond(request)
         except BaseException as e:
@@ -203,7 +218,7 @@ class HttpApp:
             if error.code is Code.CANCELLED:  # the client has gone: nobody to answer
                 record.http_status = http_status_of(error)
                 service.finish(record)
-                return
+                return None
             response = HttpResponse.error(error)
             if error.refused and not request.body_read:
                 # refused unread: close rather than read a body only to drop it (a flood of
@@ -212,17 +227,22 @@ class HttpApp:
         record.http_status = response.status
         record.bytes_out = len(response.body)
         service.finish(record)  # before answering: a client may read the metrics right after
-        await self._send(send, response, record.request_id)
+        response.headers = [
+            (b"x-request-id", record.request_id.encode("latin-1", "replace")),
+            *self._extra_headers,
+            *response.headers,
+        ]
+        if response.content_type:
+            response.headers.append((b"content-type", response.content_type))
+        return response
 
-    async def _respond(self, request: HttpRequest) -> HttpResponse:
+    def _respond(self, request: HttpRequest) -> Awaitable[HttpResponse]:
+        """The handler's coroutine (handed back, not awaited: one frame less to resume)."""
         if request.method == "OPTIONS":
-            request.record.api = "preflight"
-            origin = request.header(b"origin").decode("latin-1")
-            status = 200 if _ORIGIN.fullmatch(origin) else 400
-            return HttpResponse(b"", status=status, content_type=b"")
+            return _preflight(request)
         route = self._route(request.path)
         self.service.authorize(request.record, route.access, request.header(b"authorization"))
-        return await route.handler(request)
+        return route.handler(request)
 
     def _route(self, path: str) -> Route:
         route = self._exact.get(path)
@@ -234,17 +254,12 @@ class HttpApp:
                 return route
         return _UNKNOWN
 
-    async def _send(self, send: Send, response: HttpResponse, request_id: str) -> None:
-        headers = [
-            (b"content-length", str(len(response.body)).encode()),
-            (b"x-request-id", request_id.encode("latin-1", "replace")),
-            *self._extra_headers,
-            *response.headers,
-        ]
-        if response.content_type:
-            headers.append((b"content-type", response.content_type))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+
+async def _preflight(request: HttpRequest) -> HttpResponse:
+    request.record.api = "preflight"
+    origin = request.header(b"origin").decode("latin-1")
+    status = 200 if _ORIGIN.fullmatch(origin) else 400
+    return HttpResponse(b"", status=status, content_type=b"")
 
 
 async def _not_found(request: HttpRequest) -> HttpResponse:
@@ -260,9 +275,18 @@ class TlsOptions:
     keyfile: str
     client_ca_file: str = ""  # clients must present a certificate signed by it (mTLS)
 
+    def context(self) -> _ssl.SSLContext:
+        context = _ssl.create_default_context(_ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile, self.keyfile)
+        if self.client_ca_file:
+            context.load_verify_locations(self.client_ca_file)
+            context.verify_mode = _ssl.CERT_REQUIRED
+        return context
+
 
 class HttpFrontEnd:
-    """The REST listener: uvicorn (httptools parser) serving one app on a bound socket.
+    """The REST listener: one app on a bound socket, served by aserve's own HTTP/1.1 server
+    (``--rest_server=aserve``) or by uvicorn (``--rest_server=uvicorn``).
 
     The socket is bound when built (so a taken port fails start-up at once) and listens only
     from :meth:`start`: before that, connections are refused, not queued.
@@ -275,49 +299,32 @@ class HttpFrontEnd:
         *,
         tls: TlsOptions | None = None,
         limits: ConnectionLimits = ConnectionLimits(),
+        server: str = "aserve",
     ) -> None:
-        ssl: dict[str, Any] = {}
-        if tls is not None:
-            ssl = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
-            if tls.client_ca_file:
-                ssl |= {"ssl_ca_certs": tls.client_ca_file, "ssl_cert_reqs": _ssl.CERT_REQUIRED}
-        protocol = type("Protocol", (_Protocol,), {"limits": limits})
-        config = uvicorn.Config(
-            app,
-            http=protocol,
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            timeout_keep_alive=limits.keepalive_s,  # type: ignore[arg-type]
-            **ssl,
-        )
-        self._server = _Uvicorn(config)
+        if server == "uvicorn":
+            from aserve.asgi import UvicornServer
+
+            self._server: Transport = UvicornServer(app, limits, tls)
+        else:
+            self._server = Http1Server(app, limits, ssl=None if tls is None else tls.context())
         self._socket = sock
-        self._task: asyncio.Task[None] | None = None
         host, self.port = sock.getsockname()[:2]
-        self.endpoint = f"REST{'S' if tls else ''} on {host}:{self.port}"
+        self.endpoint = f"REST{'S' if tls else ''} on {host}:{self.port} ({server})"
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started and not self._task.done():
-            await asyncio.sleep(0.01)
-        if self._task.done():
-            self._task.result()  # raises what stopped it
+        await self._server.start(self._socket)
 
     async def stop(self, deadline: float) -> None:
         """Refuse new connections now; close keep-alive connections after their current
         response (``Connection: close``); let requests in flight finish until ``deadline``
         (loop time)."""
-        for server in self._server.servers:
-            server.close()  # at once: uvicorn itself notices should_exit only every 0.1 s
-        for connection in list(self._server.server_state.connections):
-            connection.shutdown()
-        remaining = deadline - asyncio.get_running_loop().time()
-        self._server.config.timeout_graceful_shutdown = max(remaining, 0.0)  # type: ignore[assignment]
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._server.stop(deadline)
+
+
+class Transport(Protocol):
+    async def start(self, sock: socket.socket) -> None: ...
+
+    async def stop(self, deadline: float) -> None: ...
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -335,86 +342,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-_REFUSED: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"retry-after: 1\r\nconnection: close\r\ncontent-length: 54\r\n\r\n"
-    b'{"error": "Too many connections (--max_connections)"}\n'
-)
-
-
-class _Protocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with what a server facing the internet needs more:
-
-    * a connection over ``--max_connections`` is answered 503 and closed as it opens;
-    * a request's headers must arrive within ``--rest_api_header_timeout_seconds`` of the
-      connection opening or of the request's first byte (slowloris, idle connections);
-    * when a client goes away, its request is cancelled: queued, it never runs.
-    """
-
-    limits: ConnectionLimits = ConnectionLimits()
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
-        cap = self.limits.max_connections
-        if cap and len(self.connections) >= cap:
-            transport.write(_REFUSED)
-            transport.close()
-            return
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is None:  # refused in connection_made
-            return
-        self._cancel_header_timer()
-        unanswered = self.cycle is not None and not self.cycle.response_complete
-        super().connection_lost(exc)
-        if unanswered and self._task is not None and not self._task.done():
-            self._task.cancel()  # the client has gone: stop its request where it is
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._header_timer is None:
-            self._arm_header_timer()
-
-    def on_headers_complete(self) -> None:
-        self._cancel_header_timer()
-        super().on_headers_complete()
-
-    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        # uvicorn's own, keeping the task (uvicorn >= 0.54 starts each request here)
-        task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
-        self._task = task
-
-    def _arm_header_timer(self) -> None:
-        timeout = self.limits.header_timeout_s
-        if timeout > 0:
-            self._header_timer = self.loop.call_later(timeout, self._headers_too_slow)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: aserve owns SIGINT and SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope["headers"]:
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str:
+    for key, value in headers:
         if key == name:
-            return value  # type: ignore[no-any-return]
-    return b""
+            return value.decode("latin-1")
+    return ""

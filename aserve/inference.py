@@ -84,6 +84,8 @@ def plan_predict(
         )
     _check_input_count(signature, inputs)
     feeds = _feeds(signature, inputs)
+    if not output_filter:  # all outputs, as the signature lists them
+        return Plan(feeds, signature.fetches, signature.aliases)
     aliases = _output_aliases(signature, output_filter)
     fetches = tuple(signature.outputs[a].name for a in aliases)
     return Plan(feeds, fetches, aliases)
@@ -103,10 +105,13 @@ def _check_input_count(signature: Signature, inputs: Mapping[str, np.ndarray]) -
 
 def _feeds(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     feeds = {}
+    named = 0  # inputs the signature has
     for index, (alias, spec) in enumerate(signature.inputs.items()):
         array = inputs.get(alias)
         if array is None:
             array = _default(signature, alias, inputs)
+        else:
+            named += 1
         actual = tensors.dtype_of(array)
         if actual != spec.dtype:
             raise invalid_argument(
@@ -114,8 +119,7 @@ def _feeds(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, 
                 f"{tensors.dtype_name(actual)} is provided"
             )
         feeds[spec.name] = array
-    unknown = set(inputs) - set(signature.inputs)
-    if unknown:
+    if named < len(inputs):
         used = sorted(set(inputs) & set(signature.inputs))
         raise invalid_argument(
             f"Inputs contains invalid name. Used request inputs: {','.join(used)}, "

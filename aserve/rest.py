@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
@@ -58,20 +58,21 @@ class RestApi:
     def routes(self) -> list[Route]:
         return [Route("/v1/", self.handle, prefix=True)]
 
-    async def handle(self, request: HttpRequest) -> HttpResponse:
+    def handle(self, request: HttpRequest) -> Awaitable[HttpResponse]:
+        """The action's coroutine (handed back, not awaited: one frame less to resume)."""
         route = _route(request.method, request.path)
         record = request.record
         record.api, record.model = route.action, route.spec.name
-        if route.action == "status":
-            return HttpResponse(self._status(request, route.spec))
-        if route.action == "metadata":
-            return HttpResponse(await self._metadata(request, route.spec))
         if route.action == "predict":
-            return HttpResponse(await self._predict(request, route.spec))
-        return HttpResponse(await self._classify_or_regress(request, route))
+            return self._predict(request, route.spec)
+        if route.action == "status":
+            return _answered(self._status(request, route.spec))
+        if route.action == "metadata":
+            return self._metadata(request, route.spec)
+        return self._classify_or_regress(request, route)
 
-    async def _predict(self, request: HttpRequest, spec: ServableRequest) -> bytes:
-        self._service.admit(request.record, spec)  # an overloaded model: refused unread
+    async def _predict(self, request: HttpRequest, spec: ServableRequest) -> HttpResponse:
+        request.admit(spec)  # an overloaded model: refused unread
         body = await request.body()
         cost = len(body) * costs.JSON_DECODE_US_PER_BYTE
         doc = await self._service.transcode(cost / 2, tensors.parse_json, body)  # half parsing
@@ -80,10 +81,10 @@ class RestApi:
         del doc, body  # else the parsed lists live through the wait and every GC rescans them
         predict = Predict(spec, name, inputs, timeout_ms=self._timeout_ms)
         encoding = Encoding(inputs.encode, costs.JSON_ENCODE_US_PER_BYTE)
-        return await self._service.predict(request.record, predict, encoding)
+        return HttpResponse(await self._service.predict(request.record, predict, encoding))
 
-    async def _classify_or_regress(self, request: HttpRequest, route: _Route) -> bytes:
-        self._service.admit(request.record, route.spec)
+    async def _classify_or_regress(self, request: HttpRequest, route: _Route) -> HttpResponse:
+        request.admit(route.spec)
         body = await request.body()
         cost = len(body) * costs.JSON_DECODE_US_PER_BYTE
         name, input = await self._service.transcode(cost, _examples, body)
@@ -98,25 +99,32 @@ class RestApi:
         )
         encode = _classification_json if classify else _regression_json
         encoding = Encoding(encode, costs.JSON_ENCODE_US_PER_BYTE)
-        return await self._service.classify_or_regress(request.record, examples, encoding)
+        answer = await self._service.classify_or_regress(request.record, examples, encoding)
+        return HttpResponse(answer)
 
     def _status(self, request: HttpRequest, spec: ServableRequest) -> bytes:
         # TF Serving answers a status request for a label with every version (label ignored).
         response = self._service.model_status(request.record, spec.name, spec.version)
         return _proto_json(response).encode()
 
-    async def _metadata(self, request: HttpRequest, spec: ServableRequest) -> bytes:
+    async def _metadata(self, request: HttpRequest, spec: ServableRequest) -> HttpResponse:
         version, signature_map = self._service.metadata(request.record, spec)
         model_spec = {"name": spec.name, "signature_name": "", "version": str(version)}
         cost = signature_map.ByteSize() * costs.PROTO_JSON_US_PER_BYTE
         signature_json = await self._service.transcode(cost, _proto_json, signature_map)
-        return (
-            '{\n"model_spec": '
-            + json.dumps(model_spec, indent=1)
-            + ',\n"metadata": {"signature_def": '
-            + signature_json
-            + "}\n}\n"
-        ).encode()
+        return HttpResponse(
+            (
+                '{\n"model_spec": '
+                + json.dumps(model_spec, indent=1)
+                + ',\n"metadata": {"signature_def": '
+                + signature_json
+                + "}\n}\n"
+            ).encode()
+        )
+
+
+async def _answered(body: bytes) -> HttpResponse:
+    return HttpResponse(body)
 
 
 class _JsonInputs:
@@ -158,7 +166,22 @@ def _regression_json(version: int, result: Any) -> bytes:
     return tensors.regression_result_to_json(result)
 
 
+_ROUTES: dict[tuple[str, str], _Route] = {}  # parsed paths: clients repeat a handful
+_ROUTES_KEPT: Final = 1024
+
+
 def _route(method: str, path: str) -> _Route:
+    key = (method, path)
+    route = _ROUTES.get(key)
+    if route is None:
+        route = _parse_route(method, path)
+        if len(_ROUTES) >= _ROUTES_KEPT:
+            _ROUTES.clear()
+        _ROUTES[key] = route
+    return route
+
+
+def _parse_route(method: str, path: str) -> _Route:
     if method == "POST" and (match := _PREDICT.fullmatch(path)):
         name, version, label, verb = match.groups()
         spec = _servable_request(name, version, label)

@@ -55,6 +55,7 @@ class Server:
     def __init__(self, options: ServerOptions, *, observers: Sequence[object] = ()) -> None:
         self.options = options
         self.core: ServerCore | None = None
+        self.service: Service | None = None  # once built; for in-process tools
         self.metrics = Metrics()
         self.supervisor: Supervisor | None = None
         self._observers: list[object] = [self.metrics, *observers]
@@ -158,6 +159,7 @@ class Server:
             ),
         )
         _watch_state(self.metrics, service, core)
+        self.service = service
         return _Parts(pool, supervisor, core, service, tokens, access_log)
 
     def _supervise(self, parts: _Parts, config_text: str) -> None:

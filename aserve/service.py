@@ -25,10 +25,10 @@ metadata results are TF Serving's own protos (the neutral form TF Serving itself
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import operator
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -48,6 +48,7 @@ from aserve.signatures import Signature
 from aserve.tensors.budget import DEFAULT_MAX_BYTES, DEFAULT_MAX_ELEMENTS, Budget
 from aserve.tensors.costs import DEFAULT_OFFLOAD_US
 
+_NBYTES = operator.attrgetter("nbytes")
 log = logging.getLogger("aserve.service")
 
 T = TypeVar("T")
@@ -322,19 +323,16 @@ class Service:
             return
         self._held[record] = (servable.runner, servable.runner.reserve())
 
-    @contextlib.contextmanager
-    def _place(self, record: RequestRecord, servable: Servable) -> Iterator[Reservation]:
-        """The request's place in the queue of ``servable``: the one :meth:`admit` held, or
-        a new one; refused (UNAVAILABLE) before anything is decoded when there is none."""
+    def _place(self, record: RequestRecord, servable: Servable) -> Reservation:
+        """The request's place in the queue of ``servable`` (released when its ``with``
+        block ends): the one :meth:`admit` held, or a new one; refused (UNAVAILABLE) before
+        anything is decoded when there is none."""
         runner, place = self._held.pop(record, (None, None))
         if runner is not servable.runner or place is None:
             if place is not None:
                 place.release()
             place = servable.runner.reserve()
-        try:
-            yield place
-        finally:
-            place.release()
+        return place
 
     def _acquire(self, record: RequestRecord, request: ServableRequest) -> Any:
         record.model, record.label = request.name, request.label
@@ -362,7 +360,7 @@ class Service:
         encoding: Encoding[T],
     ) -> T:
         """Results -> answer (e.g. classes by class) -> wire format, in one codec step."""
-        cost = sum(r.nbytes for r in results) * encoding.us_per_byte
+        cost = sum(map(_NBYTES, results)) * encoding.us_per_byte
         version, encode = servable.id.version, encoding.encode
         return await self.transcode(cost, lambda: encode(version, job.finish(results)))
 

@@ -8,7 +8,7 @@ TensorFlow at request time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -37,6 +37,12 @@ class Signature:
     outputs: Mapping[str, TensorSpec]
     defaults: Mapping[str, Any]  # alias -> TensorProto used when the request omits the input
     proto: Any  # the SignatureDef, for error texts and metadata
+    aliases: tuple[str, ...] = field(init=False)  # every output's alias, sorted
+    fetches: tuple[str, ...] = field(init=False)  # ... and its graph tensor, in that order
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aliases", tuple(self.outputs))
+        object.__setattr__(self, "fetches", tuple(s.name for s in self.outputs.values()))
 
 
 def _specs(infos: Mapping[str, Any]) -> Mapping[str, TensorSpec]:

@@ -32,11 +32,20 @@ def built_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 ZOO_VERSIONS = {"two_versions": {123, 124}, "echo": {1}, "matrix": {1}}
 
 
-@pytest.fixture(scope="session")
+FRONT_ENDS = {  # the defaults, and the mature fallbacks: every request-level test runs on both
+    "aserve+native": ("--rest_server=aserve", "--grpc_server=native"),
+    "uvicorn+grpcio": ("--rest_server=uvicorn", "--grpc_server=grpcio"),
+}
+
+
+@pytest.fixture(scope="session", params=list(FRONT_ENDS))
 def zoo(
-    tmp_path_factory: pytest.TempPathFactory, built_models: dict[str, Path]
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    built_models: dict[str, Path],
 ) -> Iterator[RunningServer]:
-    """One server with every read-only test model, for request-level tests (REST and gRPC)."""
+    """One server with every read-only test model, for request-level tests (REST and gRPC),
+    on each pair of front ends."""
     models = {
         "half_plus_two": HALF_PLUS_TWO,
         "default": HALF_PLUS_TWO,
@@ -59,6 +68,7 @@ def zoo(
         f"--model_config_file={root / 'models.config'}",
         "--rest_api_max_body_bytes=100000",
         f"--grpc_socket_path={root / 'grpc.sock'}",
+        *FRONT_ENDS[request.param],
     ]
     with run_server(*args) as server:
         for name in models:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -110,7 +111,8 @@ def test_health_is_not_serving_until_the_models_are_available(tmp_path: Path) ->
         assert {status(s) for s in services} == {health_pb2.HealthCheckResponse.SERVING}
 
 
-def test_mutual_tls(tmp_path: Path) -> None:
+def test_mutual_tls(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aserve")
     ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     ca = certificate("test-ca", ca_key, None, ca=True)
     server_cert = certificate("localhost", server_key, (ca, ca_key))
@@ -140,6 +142,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         with grpc.insecure_channel(server.grpc_target) as channel, pytest.raises(grpc.RpcError):
             predict(Stubs(channel), "m", timeout=5)
+    assert "grpcio serves, since the native server does not support TLS" in caplog.text
 
 
 def _config(**models: Path) -> model_server_config_pb2.ModelServerConfig:
@@ -226,3 +229,55 @@ def test_model_warmup(fixture: str, state: str, code: str, message: str) -> None
         status = server.get("/v1/models/m").json()["model_version_status"][0]["status"]
         assert status["error_code"] == code
         assert message in status["error_message"]
+
+
+@pytest.mark.parametrize("server_kind", ["native", "grpcio"])
+def test_message_limits_from_channel_arguments(server_kind: str) -> None:
+    with run_server(
+        "--model_name=m",
+        f"--model_base_path={HALF_PLUS_TWO}",
+        f"--grpc_server={server_kind}",
+        "--grpc_channel_arguments=grpc.max_receive_message_length=1000,"
+        "grpc.max_send_message_length=2000",
+    ) as server:
+        server.wait_for_versions("m", {123})
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stubs = Stubs(channel)
+            assert len(predict(stubs, "m", np.ones(100, np.float32)).outputs["y"].float_val) == 100
+            with pytest.raises(grpc.RpcError) as received:
+                predict(stubs, "m", np.ones(1000, np.float32))  # ~4 KB in
+            assert received.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in received.value.details()
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m"))
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones(1000, np.float32)))
+            request.inputs["x"].ClearField("tensor_content")
+            request.inputs["x"].float_val.extend([1.0])  # 1 value fills the shape: ~4 KB out
+            with pytest.raises(grpc.RpcError) as sent:
+                stubs.prediction.Predict(request, 10)
+            assert sent.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize(
+    ("args", "served_by"),
+    [
+        ((), "(native)"),
+        (("--max_connections=100",), "does not support grpc.max_allowed_incoming_connections"),
+        (
+            ("--grpc_channel_arguments=grpc.max_connection_idle_ms=1000",),
+            "does not support grpc.max_connection_idle_ms",
+        ),
+        (("--grpc_server=grpcio",), "(grpcio)"),
+    ],
+)
+def test_the_native_server_leaves_what_it_cannot_do_to_grpcio(
+    args: tuple[str, ...], served_by: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aserve")
+    with run_server("--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", *args) as server:
+        server.wait_for_versions("m", {123})
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            assert list(predict(Stubs(channel), "m").outputs["y"].float_val) == [3.0]
+            with pytest.raises(grpc.RpcError) as unknown:
+                channel.unary_unary("/tensorflow.serving.PredictionService/Nope")(b"", timeout=5)
+            assert unknown.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert served_by in caplog.text

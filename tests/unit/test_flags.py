@@ -84,6 +84,8 @@ ASERVE_FLAGS = frozenset(
         "rest_api_header_timeout_seconds",
         "rest_api_keepalive_seconds",
         "max_connections",
+        "rest_server",
+        "grpc_server",
         "listen_before_load",
         "drain_delay_seconds",
         "access_log",
