@@ -90,7 +90,7 @@ class V2RestApi:
 
     async def _infer(self, request: HttpRequest, spec: ServableRequest) -> HttpResponse:
         service = self._service
-        service.admit(request.record, spec)  # an overloaded model: refused unread
+        request.admit(spec)  # an overloaded model: refused unread
         body = await request.body()
         header = request.header(HEADER_LENGTH)
         split = _header_length(header, len(body))
