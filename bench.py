@@ -17,7 +17,9 @@ For each model (``tiny`` half_plus_two, a Fashion-MNIST-sized ``cnn``, a compute
     TF1 session's C-level run call that aserve uses; the faster of the two is the ceiling;
 (b) aserve over REST and gRPC at concurrency 1, 8 and 64, one example per request, with
     and without server-side batching (aserve runs as a separate process); for the cnn and
-    the mlp also requests of 32 examples at concurrency 64, batching on;
+    the mlp also requests of 32 examples at concurrency 64, batching on; for the tiny model
+    and the cnn also KServe V2 beside TF Serving's API, on the same server in the same run:
+    V2 REST with JSON data, V2 REST with binary data both ways, and V2 gRPC (raw contents);
 (c) every served figure as a ratio of the ceiling: examples/s against the ceiling's at
     batch 32, and p50 latency minus the ceiling's batch-1 latency.
 
@@ -67,6 +69,10 @@ from loadtests.models import MODELS, BenchModel, build
 from loadtests.stats import CpuTimes, LoadResult, stolen_during
 
 CEILING_BATCHES = (1, 8, 32, 128)
+PROTOCOLS = ("REST", "gRPC")  # TF Serving's API
+V2_PROTOCOLS = ("V2 REST", "V2 REST binary", "V2 gRPC")  # KServe V2, same server, same run
+V2_MODELS = ("tiny", "cnn")
+V2_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 CONCURRENCIES = (1, 8, 64)
 PEER_CONCURRENCY = 32
 MULTI_EXAMPLE = 32
@@ -310,29 +316,51 @@ def load(
     """One closed-loop run; each request carries ``examples`` copies of one example."""
     example = model.example().tolist()
     timing = {"duration_s": args.duration, "warmup_s": args.warmup}
+    load = {"concurrency": concurrency, "examples_per_request": examples, **timing}
     fast = args.engine != "python"
+    if protocol in V2_PROTOCOLS:
+        return _load_v2(model, served, protocol, example, fast, load)
     if protocol == "REST":
         url = f"{served.rest}/v1/models/{model.name}:predict"
         body = payloads.rest_body(example, examples)
         if fast and engines.wrk_available():
-            return engines.run_wrk(
-                url, body, concurrency=concurrency, examples_per_request=examples, **timing
-            )
-        return loadgen.run(
-            loadgen.run_rest(
-                url, body, concurrency=concurrency, examples_per_request=examples, **timing
-            )
-        )
+            return engines.run_wrk(url, body, **load)
+        return loadgen.run(loadgen.run_rest(url, body, **load))
     request = payloads.predict_request(model.name, example, examples, input_name=model.input_name)
     if fast and engines.h2load_available():
-        return engines.run_h2load(
-            served.grpc, request, concurrency=concurrency, examples_per_request=examples, **timing
-        )
-    return loadgen.run(
-        loadgen.run_grpc(
-            served.grpc, request, concurrency=concurrency, examples_per_request=examples, **timing
-        )
+        return engines.run_h2load(served.grpc, request, **load)
+    return loadgen.run(loadgen.run_grpc(served.grpc, request, **load))
+
+
+def _load_v2(
+    model: BenchModel,
+    served: Served,
+    protocol: str,
+    example: Any,
+    fast: bool,
+    load: dict[str, Any],
+) -> LoadResult:
+    """:func:`load` through KServe V2: REST with JSON data or binary data (both ways), gRPC
+    ModelInfer with raw_input_contents."""
+    examples = load["examples_per_request"]
+    if protocol == "V2 gRPC":
+        body = payloads.v2_infer_request(model.name, example, examples, input_name=model.input_name)
+        if fast and engines.h2load_available():
+            return engines.run_h2load_raw(served.grpc, V2_METHOD, body, **load)
+        return loadgen.run(loadgen.run_grpc(served.grpc, body, method=V2_METHOD, **load))
+    url = f"{served.rest}/v2/models/{model.name}/infer"
+    binary = protocol == "V2 REST binary"
+    content, headers = payloads.v2_rest_body(
+        example, examples, input_name=model.input_name, binary=binary
     )
+    if fast and engines.wrk_available():
+        return engines.run_wrk(url, content, headers=headers, **load)
+    return loadgen.run(loadgen.run_rest(url, content, headers=headers, **load))
+
+
+def protocols(model: BenchModel) -> tuple[str, ...]:
+    """TF Serving's API for every model, and KServe V2 beside it for V2_MODELS."""
+    return PROTOCOLS + (V2_PROTOCOLS if model.name in V2_MODELS else ())
 
 
 # -- peers ---------------------------------------------------------------------------------------
@@ -928,7 +956,7 @@ def plot(path: Path, results: dict[str, dict[tuple[str, str, int], LoadResult]])
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for ax, (name, served) in zip(axes[0], results.items(), strict=True):
-        for protocol in ("REST", "gRPC"):
+        for protocol in (*PROTOCOLS, *V2_PROTOCOLS):
             for mode in ("direct", "batching"):
                 points = [
                     (r.examples_per_s, r.p50_ms)
@@ -971,7 +999,8 @@ def main(argv: list[str] | None = None) -> int:
     models = [MODELS[name] for name in args.models]
     heavy = [m for m in models if m.name != "tiny"]
     peer_steps = _peer_rounds(args) * (1 + (0 if args.no_peers else 3))  # aserve + PEERS
-    steps = len(models) * (1 + 2 * 2 * len(CONCURRENCIES)) + 2 * len(heavy) + peer_steps + 2
+    runs = sum(len(protocols(m)) for m in models) * 2 * len(CONCURRENCIES)
+    steps = len(models) + runs + 2 * len(heavy) + peer_steps + 2
     progress = Progress(steps)
     try:
         ceilings = {}
@@ -1006,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
             mode = "batching" if batching else "direct"
             with aserve(work, models, batching=batching) as server:
                 for model in models:
-                    for protocol in ("REST", "gRPC"):
+                    for protocol in protocols(model):
                         for c in CONCURRENCIES:
                             progress.step(f"{model.name} {protocol} c={c} {mode}")
                             measured(server, model, (protocol, mode, c))

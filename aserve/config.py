@@ -86,6 +86,19 @@ def parse_model_server_config(text: str) -> ServingConfig | None:
     return from_proto(proto)
 
 
+def model_config_from_text(name: str, text: str) -> ModelConfig:
+    """Model ``name`` from its ``tensorflow.serving.ModelConfig`` text proto (``base_path``,
+    ``model_platform``, ``model_version_policy``, ``version_labels``); ``name`` may be left
+    out of the text, and must be ``name`` when it is given."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    proto = parse_text_proto(text, model_server_config_pb2.ModelConfig)
+    if proto.name and proto.name != name:
+        raise invalid_argument(f"The config names model {proto.name}, not {name}")
+    proto.name = name
+    return _model_config(proto)
+
+
 def from_proto(proto: Any) -> ServingConfig | None:
     kind = proto.WhichOneof("config")
     if kind is None:

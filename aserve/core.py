@@ -10,7 +10,13 @@ Call sequence:
     core = ServerCore(options=..., pool=pool, load_model=..., supervisor=supervisor)
     await core.start(config)             # reconciler and poller running, first poll done
     await core.reload(new_config)        # validate -> diff -> apply; waits for added models
+    await core.load_model(model_config)  # add or replace one model; waits until it serves
+    await core.unload_model("m")         # remove one model; waits until it has unloaded
     await core.shutdown(grace_seconds)
+
+``load_model`` and ``unload_model`` (the repository API) build the new config from the
+running one and apply it through the same :meth:`ServerCore.apply`, so their validation and
+label rules are those of a reload.
 
 Labels: on reloads TF Serving's rule holds (a label may only name an
 AVAILABLE version, unless ``allow_version_labels_for_unavailable_models`` and
@@ -25,6 +31,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import aiofiles
@@ -32,7 +39,8 @@ import aiofiles
 from aserve import memory
 from aserve.batching import BatchingOptions, DirectRunner, Runner
 from aserve.config import ConfigDiff, ModelConfig, ServingConfig, diff, parse_model_server_config
-from aserve.errors import Code, ServingError, failed_precondition
+from aserve.errors import Code, ServingError, failed_precondition, not_found
+from aserve.harness import ModelState
 from aserve.ids import ServableId
 from aserve.manager import Manager, RetryPolicy
 from aserve.monitor import Monitor
@@ -108,6 +116,8 @@ class ServerCore:
         self._observers = observers or Observers()
         self._supervisor = supervisor
         self._releases: dict[Servable, Callable[[], None]] = {}
+        self._known: dict[str, ModelConfig] = {}  # every model ever configured, as last set
+        self._managing = asyncio.Lock()  # one load or unload at a time
         self.draining = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -135,6 +145,7 @@ class ServerCore:
             self._check_labels(new)
         change = diff(self.config, new)
         self.config = new
+        self._known.update(new.models)
         self.source.set_models(new.models)
         for model in change.removed:
             self.registry.set_labels(model.name, {})
@@ -153,12 +164,92 @@ class ServerCore:
         stays configured and loads when versions appear.
         """
         change = await self.apply(new)
-        added = [m.name for m in change.added]
-        loading = [name for name in added if self.manager.aspires(name)]
+        failures = await self._settle([m.name for m in change.added])
+        if failures:
+            raise _not_available(failures)
+
+    async def load_model(self, model: ModelConfig) -> None:
+        """Add ``model``, or replace the model of its name, and return once it has an
+        AVAILABLE version and versions it no longer wants no longer serve; an unchanged
+        model has its versions re-read.
+
+        All or nothing: a config the checks of :meth:`apply` refuse changes nothing, and a
+        model that does not become available (no version to load, every load failed) is
+        put back as it was (removed, if it is new) and the failure raised.
+        """
+        async with self._managing:
+            previous = self.config.models.get(model.name)
+            if not await self.apply(self._with(model.name, model)):
+                await self.source.poll([model.name])
+            failures = await self._settle([model.name])
+            if not self.manager.serving(model.name, aspired=True):
+                error = _not_available(failures or [f"{{name: {model.name}}}"])
+                await self._put_back(model, previous, error)
+                raise error
+            # versions it no longer wants stop serving now: requests then reach the new ones
+            await self.monitor.wait_until(
+                lambda: not self.manager.serving(model.name, aspired=False)
+            )
+        log.info(
+            "%s: loaded through the repository API (%s): serving version(s) %s",
+            model.name,
+            _describe_model(model),
+            self.registry.available(model.name),
+        )
+
+    async def unload_model(self, name: str) -> None:
+        """Remove model ``name`` and return once every version of it has unloaded (requests
+        in flight finish first); NOT_FOUND when it is not configured."""
+        async with self._managing:
+            if name not in self.config.models:
+                raise not_found(f"Model {name} is not loaded (not in the model config)")
+            await self.apply(self._with(name, None))
+            await self.monitor.wait_until(lambda: self._unloaded(name))
+        log.info("%s: unloaded through the repository API", name)
+
+    def known_config(self, name: str) -> ModelConfig | None:
+        """The config model ``name`` has, or had when it was last configured."""
+        return self.config.models.get(name) or self._known.get(name)
+
+    def known_models(self) -> list[str]:
+        """Every model configured now (in config order), then those configured before."""
+        return [*self.config.models, *(n for n in self._known if n not in self.config.models)]
+
+    def _with(self, name: str, model: ModelConfig | None) -> ServingConfig:
+        """The running config with model ``name`` replaced by ``model`` (removed if None)."""
+        models = dict(self.config.models)
+        if model is None:
+            models.pop(name, None)
+        else:
+            models[name] = model
+        return ServingConfig(MappingProxyType(models))
+
+    async def _put_back(
+        self, model: ModelConfig, previous: ModelConfig | None, error: ServingError
+    ) -> None:
+        """Undo a failed load of ``model``: its previous config, or none if it was new."""
+        log.error("%s: load through the repository API failed, put back: %s", model.name, error)
+        if self.config.models.get(model.name) is not model:
+            return  # changed again meanwhile (a reload): leave it to that change
+        try:
+            await self.apply(self._with(model.name, previous))
+        except ServingError as e:
+            log.error("%s: could not put the previous config back: %s", model.name, e)
+        if previous is None:
+            self._known.pop(model.name, None)  # it never was: nothing to remember
+
+    def _unloaded(self, name: str) -> bool:
+        return not self.manager.aspires(name) and all(
+            s.state is ModelState.END for s in self.monitor.versions(name).values()
+        )
+
+    async def _settle(self, names: list[str]) -> list[str]:
+        """Wait until ``names`` have settled; why each that has no version to serve failed."""
+        loading = [name for name in names if self.manager.aspires(name)]
         await self.wait_settled(loading)
         failures = [
             f"{{name: {name}}} due to error: {self.source.problem(name) or 'no version to load'}"
-            for name in added
+            for name in names
             if name not in loading
         ]
         failures += [
@@ -166,11 +257,7 @@ class ServerCore:
             for name in loading
             for version, error in self.manager.load_errors(name).items()
         ]
-        if failures:
-            raise ServingError(
-                Code.UNKNOWN,
-                f"{len(failures)} model(s) did not become available: {{{', '.join(failures)}}}",
-            )
+        return failures
 
     async def watch_config_file(self, path: str, period_seconds: float, applied_text: str) -> None:
         """Re-read ``path`` every ``period_seconds``; a bad config is logged and skipped.
@@ -302,6 +389,18 @@ class ServerCore:
         release = self._releases.pop(servable, None)
         if release is not None:
             await self.pool.io(release)
+
+
+def _not_available(failures: list[str]) -> ServingError:
+    return ServingError(
+        Code.UNKNOWN,
+        f"{len(failures)} model(s) did not become available: {{{', '.join(failures)}}}",
+    )
+
+
+def _describe_model(model: ModelConfig) -> str:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(model.labels.items())) or "none"
+    return f"base_path {model.base_path}, policy {model.policy}, labels {labels}"
 
 
 def _describe(change: ConfigDiff) -> str:

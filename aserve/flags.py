@@ -97,6 +97,7 @@ IMPLEMENTED: Final[frozenset[str]] = frozenset(
         "admin_token_file",
         "auth_metrics",
         "allowed_model_roots",
+        "enable_model_management",
         "rest_api_ssl_certfile",
         "rest_api_ssl_keyfile",
         "rest_api_ssl_ca_file",
@@ -572,6 +573,13 @@ class ServerOptions:
         _OPERATIONS,
         "every model base path must lie under one of these folders (symlinks resolved) or "
         "URLs (s3://bucket/prefix)",
+    )
+    enable_model_management: bool = _flag(
+        False,
+        _BOOL,
+        _OPERATIONS,
+        "serve the V2 repository API (load, unload one model; admin access); refused while "
+        "--model_config_file_poll_wait_seconds polls the config file",
     )
     rest_api_ssl_certfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: certificate")
     rest_api_ssl_keyfile: str = _flag("", _PATH, _OPERATIONS, "serve REST over TLS: private key")

@@ -4,10 +4,10 @@
     for front_end in front_ends: await front_end.start()           # listening from here
     await asyncio.gather(*(f.stop(deadline) for f in front_ends))
 
-Today: HTTP (TF Serving's REST API, the health endpoints and the Prometheus page) and gRPC
-(TF Serving's PredictionService and ModelService, gRPC health, and TensorFlow's
-ProfilerService). A new protocol adds its
-routes or methods here and its translation in one module of its own.
+Today: HTTP (TF Serving's REST API, KServe V2's REST API, the health endpoints and the
+Prometheus page) and gRPC (TF Serving's PredictionService and ModelService, KServe V2's
+GRPCInferenceService, gRPC health, and TensorFlow's ProfilerService). A new protocol adds
+its routes or methods here and its translation in one module of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from aserve.metrics import Metrics
 from aserve.rest import RestApi
 from aserve.service import Service
 from aserve.startup import StartupError, read_proto
+from aserve.v2_grpc import V2GrpcApi
+from aserve.v2_rest import V2RestApi
 
 log = logging.getLogger("aserve")
 
@@ -91,9 +93,11 @@ async def _http(
     if options.rest_api_port == options.port:
         log.error("--rest_api_port equals --port (%d): REST API disabled", options.port)
         return None
+    timeout_ms = options.rest_api_timeout_in_ms
     routes = [
-        *RestApi(service, timeout_ms=options.rest_api_timeout_in_ms).routes(),
+        *RestApi(service, timeout_ms=timeout_ms).routes(),
         *health.routes(),
+        *V2RestApi(service, timeout_ms=timeout_ms).routes(),
     ]
     if metrics_path is not None:
         routes.append(Route(metrics_path, _page(metrics.render, api="metrics"), access="metrics"))
@@ -133,6 +137,7 @@ async def _grpc(
     methods = TfServingApi(
         service, tensor_content=options.enable_serialization_as_tensor_content
     ).methods()
+    methods += V2GrpcApi(service).methods()
     if options.enable_grpc_healthcheck_service:
         methods += health.methods()
     if options.enable_profiler:

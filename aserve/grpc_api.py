@@ -92,7 +92,7 @@ class TfServingApi:
             request.model_spec.signature_name,
             _ProtoInputs(request.inputs, record.bytes_in * costs.PROTO_DECODE_US_PER_BYTE / 2),
             request.output_filter,
-            timeout_ms=_timeout_ms(context),
+            timeout_ms=timeout_ms(context),
         )
         encode = functools.partial(self._predict_response, request.model_spec)
         encoding = Encoding(encode, costs.PROTO_ENCODE_US_PER_BYTE)
@@ -125,7 +125,7 @@ class TfServingApi:
             method,
             request.model_spec.signature_name,
             request.input,
-            timeout_ms=_timeout_ms(context),
+            timeout_ms=timeout_ms(context),
         )
 
         def encode(version: int, result: Any) -> Any:
@@ -143,7 +143,7 @@ class TfServingApi:
             [t.model_spec.name for t in request.tasks],
             [(t.model_spec.signature_name, t.method_name) for t in request.tasks],
             request.input,
-            timeout_ms=_timeout_ms(context),
+            timeout_ms=timeout_ms(context),
         )
 
         def encode(version: int, results: list[Any]) -> Any:
@@ -226,9 +226,21 @@ def _spec_of(data: bytes) -> ServableRequest | None:
     """The ModelSpec of a serialized Predict/Classify/Regress request, read from its first
     field (field 1, which every serializer writes first) without parsing the rest; None when
     the bytes do not start that way (the full parse then reports what is wrong)."""
-    if not data or data[0] != 0x0A:  # field 1, length-delimited
+    field = leading_field(data, 0x0A)  # field 1, length-delimited
+    if field is None:
         return None
-    length, shift, pos = 0, 0, 1
+    try:
+        return _from_model_spec(model_pb2.ModelSpec.FromString(field[0]))
+    except (DecodeError, ServingError):
+        return None
+
+
+def leading_field(data: bytes, tag: int, pos: int = 0) -> tuple[bytes, int] | None:
+    """The length-delimited field whose key byte is ``tag`` (0x0A: field 1) if one starts at
+    ``pos`` of a serialized message, and where it ends; None when none starts there."""
+    if pos >= len(data) or data[pos] != tag:
+        return None
+    length, shift, pos = 0, 0, pos + 1
     while pos < len(data) and shift < 35:
         byte = data[pos]
         length |= (byte & 0x7F) << shift
@@ -237,11 +249,7 @@ def _spec_of(data: bytes) -> ServableRequest | None:
             break
     if pos + length > len(data):
         return None
-    try:
-        spec = model_pb2.ModelSpec.FromString(data[pos : pos + length])
-        return _from_model_spec(spec)
-    except (DecodeError, ServingError):
-        return None
+    return data[pos : pos + length], pos + length
 
 
 def _servable_request(request: Any) -> ServableRequest:
@@ -277,7 +285,8 @@ def _array(alias: str, tensor: Any, budget: Budget) -> Any:
         raise invalid_argument(f"tensor parsing error: {alias}") from None
 
 
-def _timeout_ms(context: Context) -> int:
+def timeout_ms(context: Context) -> int:
+    """The client's deadline as a model-run timeout in ms (0: none); DEADLINE_EXCEEDED if past."""
     remaining = context.time_remaining()
     if remaining is None:
         return 0

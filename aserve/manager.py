@@ -96,6 +96,11 @@ class Manager:
             return bool(self._pending[name])
         return any(h.aspired for h in self._harnesses.get(name, {}).values())
 
+    def serving(self, name: str, *, aspired: bool) -> bool:
+        """Whether a version of ``name`` that is (or is no longer) wanted is AVAILABLE."""
+        harnesses = self._harnesses.get(name, {}).values()
+        return any(h.aspired is aspired and h.state is State.READY for h in harnesses)
+
     def load_errors(self, name: str) -> dict[int, ServingError]:
         harnesses = self._harnesses.get(name, {})
         return {v: h.error for v, h in harnesses.items() if h.aspired and h.error is not None}

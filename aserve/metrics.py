@@ -8,7 +8,8 @@ when ``--monitoring_config_file`` enables Prometheus.
 What is counted, as TF Serving counts it: ``request_count`` for every REST request that
 names a model and for gRPC Predict, Classify, Regress and MultiInference; ``request_latency``
 for those that succeeded among predict/classify/regress (REST) and Predict/Classify/Regress/
-MultiInference (gRPC); ``runtime_latency`` and the example counts for every model run.
+MultiInference (gRPC); ``runtime_latency`` and the example counts for every model run. KServe
+V2's inference calls (``infer`` over REST, ``ModelInfer`` over gRPC) count as predictions.
 
 Names follow TF (REFERENCE §6): the metric path with every character outside
 ``[a-zA-Z0-9_]`` turned into ``:`` (``/tensorflow/serving/request_count`` ->
@@ -39,7 +40,7 @@ COUNT_BUCKETS = tuple(float(2**i) for i in range(15))  # 1, 2, 4, ..., 16384
 Labels = tuple[str, ...]
 
 # gRPC methods TF Serving counts (REST counts every request that names a model)
-_COUNTED_GRPC: Final = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+_COUNTED_GRPC: Final = frozenset({"Predict", "Classify", "Regress", "MultiInference", "ModelInfer"})
 # APIs whose successful requests are timed, and their runtime_latency API label
 _RUNTIME_API: Final = {
     "predict": "Predict",
@@ -49,6 +50,8 @@ _RUNTIME_API: Final = {
     "Classify": "Classify",
     "Regress": "Regress",
     "MultiInference": "MultiInference",
+    "infer": "Predict",  # KServe V2 (REST)
+    "ModelInfer": "Predict",  # KServe V2 (gRPC)
 }
 _ENTRYPOINT: Final = {"rest": "REST", "grpc": "GRPC"}
 LOOP_LAG_INTERVAL_S: Final = 0.1

@@ -161,6 +161,8 @@ class Server:
                 offload_us=options.codec_offload_us,
                 max_request_elements=options.max_request_elements,
                 max_request_bytes=options.max_request_bytes,
+                model_management=options.enable_model_management,
+                model_list_owner=_model_list_owner(options),
             ),
         )
         _watch_state(self.metrics, service, core)
@@ -342,6 +344,14 @@ def _runner_factory(
         )
 
     return make_runner
+
+
+def _model_list_owner(options: ServerOptions) -> str:
+    """The polled config file, which owns the model list ("" when nothing polls one)."""
+    seconds = options.model_config_file_poll_wait_seconds
+    if not options.model_config_file or seconds <= 0:
+        return ""
+    return f"--model_config_file={options.model_config_file} (re-read every {seconds} s)"
 
 
 def _core_options(options: ServerOptions) -> CoreOptions:

@@ -38,7 +38,7 @@ from aserve import inference
 from aserve.auth import Authenticator
 from aserve.batching import Reservation, Runner
 from aserve.core import ServerCore
-from aserve.errors import Code, ServingError, not_found
+from aserve.errors import Code, ServingError, failed_precondition, not_found
 from aserve.ids import ServableRequest
 from aserve.inference import Job
 from aserve.pool import WorkerPool
@@ -117,6 +117,20 @@ class ServiceOptions:
     offload_us: float = DEFAULT_OFFLOAD_US  # --codec_offload_us
     max_request_elements: int = DEFAULT_MAX_ELEMENTS  # --max_request_elements
     max_request_bytes: int = DEFAULT_MAX_BYTES  # --max_request_bytes
+    model_management: bool = False  # --enable_model_management
+    # what owns the model list when a polled config file does ("" otherwise): management
+    # calls are then refused, as the next read of the file would undo them
+    model_list_owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One version in the repository index, or a model with no version (``version`` None)."""
+
+    name: str
+    version: int | None
+    state: str  # TF Serving's public state (START ... END); "" when no version is known
+    reason: str  # why it is not serving ("unloaded", a load error, ...); "" when it serves
 
 
 class Service:
@@ -136,6 +150,8 @@ class Service:
         self._check_method = options.check_method_name
         self._offload_us = options.offload_us
         self._budget = (options.max_request_elements, options.max_request_bytes)
+        self._management = options.model_management
+        self._list_owner = options.model_list_owner
         self._in_flight: dict[RequestRecord, asyncio.Task[Any] | None] = {}
         self._held: dict[RequestRecord, tuple[Runner, Reservation]] = {}  # see admit()
         self._idle = asyncio.Event()
@@ -416,3 +432,69 @@ class Service:
 
     def end_profile(self, session_id: str) -> None:
         self._profiler.terminate(session_id)
+
+    def available_versions(self, record: RequestRecord, name: str) -> list[int]:
+        """The AVAILABLE versions of model ``name``, lowest first."""
+        record.model = name
+        return self.core.registry.available(name)
+
+    # -- model management: the repository API (off unless --enable_model_management) ---------
+
+    @property
+    def model_management(self) -> bool:
+        return self._management
+
+    def repository_index(self, record: RequestRecord) -> list[IndexEntry]:
+        """Every version of every model configured now or before, models in config order."""
+        self._check_management()
+        core, entries = self.core, []
+        for name in core.known_models():
+            configured = name in core.config.models
+            for version, status in core.monitor.versions(name).items():
+                reason = "" if status.error is None else status.error.message
+                if status.state.name == "END" and not reason:
+                    reason = "unloaded"
+                entries.append(IndexEntry(name, version, status.state.name, reason))
+            if not core.monitor.versions(name):
+                problem = core.source.problem(name) or "no version found yet"
+                entries.append(IndexEntry(name, None, "", problem if configured else "unloaded"))
+        return entries
+
+    async def load_model(self, record: RequestRecord, name: str, config_text: str | None) -> None:
+        """Add or replace model ``name`` (``config_text``: a ModelConfig text proto; None:
+        the config it has or last had) and return once it serves; see ServerCore.load_model."""
+        from aserve.config import model_config_from_text
+
+        record.model = name
+        self._check_changes()
+        if config_text is None:
+            model = self.core.known_config(name)
+            if model is None:
+                raise not_found(
+                    f"Model {name} is unknown: load it with a config (parameters.config, a "
+                    "tensorflow.serving.ModelConfig text proto with its base_path)"
+                )
+        else:
+            model = model_config_from_text(name, config_text)
+        await self.core.load_model(model)
+
+    async def unload_model(self, record: RequestRecord, name: str) -> None:
+        """Remove model ``name``; return once it has unloaded (see ServerCore.unload_model)."""
+        record.model = name
+        self._check_changes()
+        await self.core.unload_model(name)
+
+    def _check_management(self) -> None:
+        if not self._management:
+            raise ServingError(
+                Code.UNIMPLEMENTED,
+                "Model management is off: start aserve with --enable_model_management",
+            )
+
+    def _check_changes(self) -> None:
+        self._check_management()
+        if self._list_owner:
+            raise failed_precondition(
+                f"The model list is owned by {self._list_owner}: a change through the "
+                "repository API would be undone by its next read; edit the file instead"
+            )

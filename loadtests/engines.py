@@ -44,6 +44,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,14 +87,15 @@ def run_wrk(
     threads: int = 2,
     examples_per_request: int = 1,
     warmup_s: float = 0,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """POST ``body`` to ``url`` with ``concurrency`` keep-alive connections for
-    ``duration_s`` (after an optional discarded warm-up run)."""
+    ``duration_s`` (after an optional discarded warm-up run); ``headers``: more headers."""
     endpoint = rest_endpoint(url)
     wrk = _binary("wrk", "wrk")
-    sample = _rest_preflight(endpoint, body)
+    sample = _rest_preflight(endpoint, body, headers or {})
     with tempfile.TemporaryDirectory(prefix="loadtests-wrk-") as tmp:
-        script = _wrk_script(Path(tmp), body)
+        script = _wrk_script(Path(tmp), body, headers or {})
         if warmup_s > 0:
             _wrk(wrk, url, script, concurrency, threads, warmup_s)
         report = _wrk(wrk, url, script, concurrency, threads, duration_s)
@@ -106,12 +108,14 @@ def _wrk(wrk: str, url: str, script: Path, c: int, threads: int, seconds: float)
     return _run(argv, seconds)
 
 
-def _wrk_script(folder: Path, body: bytes) -> Path:
+def _wrk_script(folder: Path, body: bytes, headers: Mapping[str, str]) -> Path:
     (folder / "body").write_bytes(body)
     script = folder / "post.lua"
+    extra = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in headers.items())
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
+        f"{extra}"
         f'local f = assert(io.open([==[{folder / "body"}]==], "rb"))\n'
         "wrk.body = f:read('*a')\n"
         "f:close()\n"
@@ -157,11 +161,13 @@ def _wrk_max(report: str) -> float:
     return _ms(found[5], found[6]) if found else float("nan")
 
 
-def _rest_preflight(endpoint: Endpoint, body: bytes) -> str | None:
+def _rest_preflight(endpoint: Endpoint, body: bytes, headers: Mapping[str, str]) -> str | None:
     """POST once; the error text if the answer is not 200, else None."""
     connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=30)
     try:
-        connection.request("POST", endpoint.path, body, {"Content-Type": "application/json"})
+        connection.request(
+            "POST", endpoint.path, body, {"Content-Type": "application/json", **headers}
+        )
         response = connection.getresponse()
         text = response.read().decode(errors="replace")
     except OSError as e:

@@ -13,6 +13,7 @@ what a general-purpose client does.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -26,13 +27,20 @@ class Response:
     close: bool = False
 
 
-def build_post(endpoint: Endpoint, body: bytes, content_type: str = "application/json") -> bytes:
-    """The complete request bytes for a keep-alive POST of ``body``."""
+def build_post(
+    endpoint: Endpoint,
+    body: bytes,
+    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """The complete request bytes for a keep-alive POST of ``body`` (``headers``: more)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {endpoint.path} HTTP/1.1\r\n"
         f"Host: {endpoint.authority}\r\n"
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
+        f"{extra}"
         "\r\n"
     )
     return head.encode("latin-1") + body

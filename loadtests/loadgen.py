@@ -36,7 +36,7 @@ import functools
 import itertools
 import math
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -207,9 +207,12 @@ def http_error(response: Response) -> str:
 
 
 class GrpcSender:
-    """Calls ``Predict`` through the official stub on a (possibly shared) channel."""
+    """Calls ``Predict`` through the official stub, or any method with raw bytes, on a
+    (possibly shared) channel."""
 
-    def __init__(self, call: Callable[..., Awaitable[Any]], request: PredictRequest) -> None:
+    def __init__(
+        self, call: Callable[..., Awaitable[Any]], request: PredictRequest | bytes
+    ) -> None:
         self._call = call
         self._request = request
 
@@ -237,14 +240,16 @@ async def run_rest(
     examples_per_request: int = 1,
     max_in_flight: int = 64,
     drain_s: float = 5,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
-    """POST ``body`` (JSON) to ``url`` under closed- or open-loop load; see the module doc.
+    """POST ``body`` (JSON, then ``headers``) to ``url`` under closed- or open-loop load; see
+    the module doc.
 
     Non-200 answers and connection failures are errors; their bodies are the samples.
     """
     plan = Plan(concurrency, rate, duration_s, warmup_s, drain_s, max_in_flight)
     endpoint = rest_endpoint(url)
-    request = build_post(endpoint, body)
+    request = build_post(endpoint, body, headers=headers)
     senders = [RestSender(endpoint, request) for _ in range(plan.workers)]
     try:
         return await drive(plan, senders, "python", examples_per_request)
@@ -254,7 +259,7 @@ async def run_rest(
 
 async def run_grpc(
     target: str,
-    request: PredictRequest,
+    request: PredictRequest | bytes,
     *,
     concurrency: int | None = None,
     rate: float | None = None,
@@ -264,8 +269,10 @@ async def run_grpc(
     max_in_flight: int = 64,
     drain_s: float = 5,
     channels: int = 4,
+    method: str = "",
 ) -> LoadResult:
-    """Call ``PredictionService/Predict`` on ``target`` under closed- or open-loop load.
+    """Call ``PredictionService/Predict`` on ``target`` under closed- or open-loop load; or,
+    given ``method`` (``/package.Service/Method``), call it with ``request``'s bytes.
 
     Workers share up to ``channels`` channels (separate HTTP/2 connections); any status
     other than OK is an error, sampled as ``CODE: details``.
@@ -280,10 +287,12 @@ async def run_grpc(
         grpc.aio.insecure_channel(endpoint.authority, options=options)
         for _ in range(max(1, min(channels, plan.workers)))
     ]
-    stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in opened]
+    if method:
+        calls = [c.unary_unary(method) for c in opened]  # bytes in, bytes out
+    else:
+        calls = [prediction_service_pb2_grpc.PredictionServiceStub(c).Predict for c in opened]
     senders = [
-        GrpcSender(stub.Predict, request)
-        for stub in itertools.islice(itertools.cycle(stubs), plan.workers)
+        GrpcSender(call, request) for call in itertools.islice(itertools.cycle(calls), plan.workers)
     ]
     try:
         return await drive(plan, senders, "python", examples_per_request)

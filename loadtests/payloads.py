@@ -1,7 +1,10 @@
 """Request bodies for load runs: one example repeated ``batch`` times.
 
 REST gets TF Serving's row format, ``{"instances": [example, ...]}``; gRPC gets a
-``PredictRequest`` whose input tensor is float32 with a leading batch dimension.
+``PredictRequest`` whose input tensor is float32 with a leading batch dimension. KServe V2
+gets the same float32 tensor: as JSON ``data``, as binary data after the JSON (with its
+``Inference-Header-Content-Length`` header, binary outputs asked for), or as a serialized
+``ModelInferRequest`` with ``raw_input_contents``.
 Importing the gRPC half pulls in TensorFlow (the official stubs import it), so it is
 only imported when called.
 """
@@ -58,3 +61,35 @@ def request_from_json(text: str) -> PredictRequest:
     from tensorflow_serving.apis import predict_pb2
 
     return json_format.Parse(text, predict_pb2.PredictRequest())
+
+
+V2_HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def v2_rest_body(
+    example: Any, batch: int = 1, *, input_name: str = "x", binary: bool = False
+) -> tuple[bytes, dict[str, str]]:
+    """A V2 REST inference body and its extra headers: JSON ``data``, or binary both ways."""
+    import numpy as np
+
+    values = np.asarray([example] * batch, dtype="<f4")
+    tensor: dict[str, Any] = {"name": input_name, "datatype": "FP32", "shape": list(values.shape)}
+    if not binary:
+        tensor["data"] = values.reshape(-1).tolist()
+        return json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode(), {}
+    tensor["parameters"] = {"binary_data_size": values.nbytes}
+    doc = {"parameters": {"binary_data_output": True}, "inputs": [tensor]}
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    return header + values.tobytes(), {V2_HEADER_LENGTH: str(len(header))}
+
+
+def v2_infer_request(model: str, example: Any, batch: int = 1, *, input_name: str = "x") -> bytes:
+    """A serialized V2 ``ModelInferRequest``: the float32 tensor in ``raw_input_contents``."""
+    import numpy as np
+
+    from aserve._proto import grpc_predict_v2_pb2 as pb
+
+    values = np.asarray([example] * batch, dtype="<f4")
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[values.tobytes()])
+    request.inputs.add(name=input_name, datatype="FP32", shape=list(values.shape))
+    return request.SerializeToString()

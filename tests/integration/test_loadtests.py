@@ -89,3 +89,21 @@ def test_the_command_line_prints_a_row_per_load_with_the_cpu_stolen(
         errors, stolen = row.split()[-2:]
         assert errors.startswith("0/") and errors != "0/0"
         assert stolen == "-" or 0 <= int(stolen.rstrip("%")) <= 100
+
+
+@pytest.mark.parametrize("engine", ["python", "auto"])
+def test_bench_loads_every_v2_protocol(server: RunningServer, engine: str) -> None:
+    """bench.py's KServe V2 rows (REST JSON, REST binary, gRPC) against a real server: with
+    the Python generator, and with wrk / h2load where they are installed."""
+    import argparse
+
+    import bench
+    from loadtests.models import BenchModel
+
+    model = BenchModel("m", "x", (1,), "half_plus_two")
+    served = bench.Served(server.url, server.grpc_target)
+    args = argparse.Namespace(duration=0.5, warmup=0, engine=engine)
+    for protocol in bench.V2_PROTOCOLS:
+        result = bench.load(model, served, protocol, 2, args, examples=3)
+        assert result.errors == 0 and result.requests > 0, (protocol, result.error_samples)
+        assert result.examples_per_s == pytest.approx(3 * result.rps)

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aserve.config import ModelConfig, ServingConfig
 from aserve.core import CoreOptions, LoadedVersion, ServerCore
@@ -228,5 +229,88 @@ def test_model_removed_from_config_unloads(tmp_path: Path) -> None:
         await core.apply(ServingConfig.of(b))
         await until(core, lambda: states(core, "a") == {1: "END"})
         assert core.registry.available("a") == []
+
+    run(scenario)
+
+
+# -- one model at a time: the repository API's load and unload -------------------------------
+
+
+def served(core: ServerCore, name: str) -> Any:
+    return core.registry.resolve(ServableRequest.latest(name))
+
+
+async def refused(call: Awaitable[None]) -> ServingError:
+    try:
+        await call
+    except ServingError as e:
+        return e
+    raise AssertionError("the call succeeded")
+
+
+def test_load_model_adds_or_replaces_one_model_and_returns_once_it_serves(
+    tmp_path: Path,
+) -> None:
+    for name in ("a", "b", "b2"):
+        (tmp_path / name).mkdir()
+        version(tmp_path / name, 1, "slow")
+    a, b = ModelConfig("a", str(tmp_path / "a")), ModelConfig("b", str(tmp_path / "b"))
+
+    async def scenario(core: ServerCore) -> None:
+        await core.start(ServingConfig.of(a))
+        await core.load_model(b)
+        assert states(core, "b") == {1: "AVAILABLE"} and list(core.config.models) == ["a", "b"]
+        version(tmp_path / "b", 2)
+        await core.load_model(b)  # unchanged: its versions are read again now
+        assert served(core, "b").id.version == 2  # (version 1 unloads after it)
+        moved = ModelConfig("b", str(tmp_path / "b2"))
+        await core.load_model(moved)
+        assert core.config.models["b"] is moved
+        assert served(core, "b").model.path == str(tmp_path / "b2" / "1")
+        assert core.registry.available("a") == [1]  # the other model never moved
+
+    run(scenario)
+
+
+def test_a_failed_load_puts_the_model_back_as_it_was(tmp_path: Path) -> None:
+    for name in ("good", "broken"):
+        (tmp_path / name).mkdir()
+    version(tmp_path / "good", 1)
+    version(tmp_path / "broken", 7, "broken")
+    good = ModelConfig("m", str(tmp_path / "good"))
+
+    async def scenario(core: ServerCore) -> None:
+        await core.start(ServingConfig.of(good))
+        await until(core, lambda: states(core) == {1: "AVAILABLE"})
+        error = await refused(core.load_model(ModelConfig("m", str(tmp_path / "broken"))))
+        assert error.code is Code.UNKNOWN and "broken model in" in error.message
+        assert core.config.models["m"] is good and core.registry.available("m") == [1]
+        error = await refused(core.load_model(ModelConfig("new", str(tmp_path / "nowhere"))))
+        assert "Could not find base path" in error.message
+        assert "new" not in core.known_models()  # a new model that failed is removed again
+        # a label naming a version that is not AVAILABLE: refused before anything changes
+        labeled = ModelConfig("m", str(tmp_path / "good"), labels={"canary": 2})
+        error = await refused(core.load_model(labeled))
+        assert error.code is Code.FAILED_PRECONDITION and core.config.models["m"] is good
+
+    run(scenario)
+
+
+def test_unload_model_removes_one_model_and_remembers_its_config(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        version(tmp_path / name, 1)
+    a, b = ModelConfig("a", str(tmp_path / "a")), ModelConfig("b", str(tmp_path / "b"))
+
+    async def scenario(core: ServerCore) -> None:
+        await core.start(ServingConfig.of(a, b))
+        await core.wait_settled(["a", "b"])
+        await core.unload_model("a")
+        assert states(core, "a") == {1: "END"} and list(core.config.models) == ["b"]
+        assert core.known_models() == ["b", "a"] and core.known_config("a") is a
+        error = await refused(core.unload_model("a"))
+        assert error.code is Code.NOT_FOUND
+        await core.load_model(a)
+        assert core.registry.available("a") == [1]
 
     run(scenario)

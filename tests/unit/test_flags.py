@@ -94,6 +94,7 @@ ASERVE_FLAGS = frozenset(
         "admin_token_file",
         "auth_metrics",
         "allowed_model_roots",
+        "enable_model_management",
         "rest_api_ssl_certfile",
         "rest_api_ssl_keyfile",
         "rest_api_ssl_ca_file",
