@@ -916,7 +916,7 @@ def speed_tables(report: SpeedReport) -> str:
         "|---|---|---|---|",
     ]
     for protocol, (served, inprocess) in report.latency.items():
-        lines.append(f"| {protocol} | {served:.2f} | {inprocess:.2f} | {served - inprocess:+.2f} |")
+        lines.append(f"| {protocol} | {served:.3f} | {inprocess:.3f} | {served - inprocess:+.3f} |")
     lines += [
         "",
         f"## The MLP (784-2048-2048-10), one example per request, {MLP_CONCURRENCY} "

@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class DirectRunner:
         self._max_queued = max_queued
         self._waiting = 0  # submitted to the pool, not finished (queued for a worker or running)
         self._reserved = 0  # places held for requests still being decoded
+        self._lock = threading.Lock()  # _waiting drops in the worker thread too
 
     async def run(self, plan: Plan, timeout_ms: int, reservation: Reservation | None = None) -> Ran:
         if reservation is not None:
@@ -124,14 +126,33 @@ class DirectRunner:
         elif not self._has_room():
             raise self._full()
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
-        self._waiting += 1
+        freed = [False]
+        with self._lock:
+            self._waiting += 1
         try:
             outputs = await self._pool.run_before(
-                deadline, self._model.run, plan.feeds, plan.fetches, timeout_ms=timeout_ms
+                deadline, self._run, freed, plan.feeds, plan.fetches, timeout_ms
             )
         finally:
-            self._waiting -= 1
+            self._free(freed)  # if it never ran (deadline, cancelled)
         return outputs, None
+
+    def _run(
+        self, freed: list[bool], feeds: Feeds, fetches: Sequence[str], timeout_ms: int
+    ) -> list[np.ndarray]:
+        """In the worker: the run, and its place freed as soon as the run ends, not when the
+        loop gets round to the answer (under a flood that is a whole turn of the loop later,
+        and the workers would idle meanwhile)."""
+        try:
+            return self._model.run(feeds, fetches, timeout_ms=timeout_ms)
+        finally:
+            self._free(freed)
+
+    def _free(self, freed: list[bool]) -> None:
+        with self._lock:
+            if not freed[0]:
+                freed[0] = True
+                self._waiting -= 1
 
     def queued(self) -> int:
         return self._waiting

@@ -35,13 +35,10 @@ from google.protobuf.message import DecodeError
 from aserve.errors import Code, ServingError, invalid_argument
 from aserve.ids import ServableRequest
 from aserve.records import RequestRecord
-from aserve.service import Service
+from aserve.service import ADMIT_BEFORE_DECODING_BYTES, Service
 from aserve.tensors import costs
 
 GRPC_MESSAGE_LIMIT: Final = 1024
-# smaller requests are parsed (~0.5 µs) before a place in their model's queue is taken: the
-# early refusal costs more than it saves
-ADMIT_BEFORE_PARSING_BYTES: Final = 16 * 1024
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
 
 
@@ -113,7 +110,7 @@ class Calls:
         try:
             service.authorize(record, method.access, authorization)
             if (
-                len(data) > ADMIT_BEFORE_PARSING_BYTES
+                len(data) > ADMIT_BEFORE_DECODING_BYTES
                 and method.admission is not None
                 and (named := method.admission(data)) is not None
             ):

@@ -40,7 +40,7 @@ from aserve.errors import Code, ServingError, http_status_of, invalid_argument
 from aserve.http1 import Http1Server
 from aserve.ids import ServableRequest
 from aserve.records import RequestRecord
-from aserve.service import Service
+from aserve.service import ADMIT_BEFORE_DECODING_BYTES, Service
 from aserve.tensors import costs
 
 JSON: Final = b"application/json"
@@ -134,10 +134,10 @@ class HttpRequest:
         return b""
 
     def admit(self, spec: ServableRequest) -> None:
-        """Hold a place in the queue of the model ``spec`` names before reading a body still
-        on its way, or refuse the request now (503) if there is none; a body already here
-        costs nothing to read, and the place is taken after decoding it."""
-        if not self.body_arrived:
+        """Hold a place in the queue of the model ``spec`` names before the body is read and
+        parsed, or refuse the request now (503) if there is none; a small body already here
+        is parsed first, and its place taken after (see ADMIT_BEFORE_DECODING_BYTES)."""
+        if not self.body_arrived or not _small(self.header(b"content-length")):
             self._service.admit(self.record, spec)
 
     async def body(self) -> bytes:
@@ -347,3 +347,7 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str:
         if key == name:
             return value.decode("latin-1")
     return ""
+
+
+def _small(content_length: bytes) -> bool:
+    return content_length.isdigit() and int(content_length) <= ADMIT_BEFORE_DECODING_BYTES

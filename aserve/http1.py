@@ -40,6 +40,7 @@ import email.utils
 import http
 import ssl as _ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
 import httptools
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from aserve.http import ConnectionLimits, HttpApp, HttpResponse
 
 MAX_HEADER_BYTES: Final = 64 * 1024
+STARTS_PER_TURN: Final = 64  # requests started per turn of the event loop, at most
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PHRASES: Final = {s.value: f"{s.value} {s.phrase}".encode() for s in http.HTTPStatus}
 
@@ -105,6 +107,7 @@ class Http1Server:
         self.limits = limits
         self.connections: set[_Connection] = set()
         self.clock = _Clock()
+        self.turns = _Turns(STARTS_PER_TURN)
         self._ssl = ssl
         self._server: asyncio.Server | None = None
         self._stopping = False
@@ -144,6 +147,45 @@ class Http1Server:
         self.connections.discard(connection)
         if not self.connections:
             self._closed.set()
+
+
+class _Turns:
+    """At most ``per_turn`` requests start per turn of the event loop; the rest start in
+    later turns, in arrival order.
+
+    Under a flood, a turn would otherwise start a request on every connection at once
+    (2,000 connections: a turn of ~0.2 s), and the answers the worker threads hand back,
+    and the places they free, would wait for the end of that turn, so that workers idle
+    while the loop refuses. Bounded turns keep answers flowing; refusals take what is left.
+    """
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self._started = 0
+        self._waiting: collections.deque[Callable[[], None]] = collections.deque()
+        self._armed = False
+
+    def start(self, begin: Callable[[], None]) -> None:
+        if self._started < self.per_turn:
+            self._started += 1
+            if not self._armed:
+                self._arm()
+            begin()
+        else:
+            self._waiting.append(begin)
+
+    def _arm(self) -> None:
+        self._armed = True
+        asyncio.get_running_loop().call_soon(self._turn)  # runs in the next turn
+
+    def _turn(self) -> None:
+        self._armed, self._started = False, 0
+        waiting = self._waiting
+        while waiting and self._started < self.per_turn:
+            self._started += 1
+            waiting.popleft()()
+        if self._started:
+            self._arm()
 
 
 class _Exchange:
@@ -331,6 +373,12 @@ class _Connection(asyncio.Protocol):
 
     def _run(self, exchange: _Exchange) -> None:
         self._current = exchange
+        self._server.turns.start(lambda: self._begin(exchange))
+
+    def _begin(self, exchange: _Exchange) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return  # the client left while the request waited for its turn
         self._task = self._loop.create_task(self._answer(exchange))
 
     async def _answer(self, exchange: _Exchange) -> None:
