@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -346,3 +347,32 @@ def test_direct_runs_are_bounded_and_expire_while_waiting_for_a_worker() -> None
 
     asyncio.run(main())
     assert model.batches == [1]  # the expired request never ran
+
+
+def test_a_direct_run_frees_its_place_when_the_run_ends_not_when_the_loop_resumes() -> None:
+    from aserve.batching import DirectRunner
+    from aserve.inference import Plan
+
+    model = FakeModel()
+
+    async def main() -> None:
+        pool = WorkerPool(workers=1)
+        runner = DirectRunner(model, pool=pool, max_queued=1)
+        try:
+            model.hold.clear()
+            task = asyncio.ensure_future(runner.run(Plan(x(1.0), ("y",), ("y",)), 0))
+            await until(lambda: runner.queued() == 1)
+            model.hold.set()
+            # the loop stays busy here (as under a flood): only the worker can free the place
+            deadline = time.monotonic() + 10
+            while runner.queued() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert runner.queued() == 0
+            runner.reserve().release()  # room for the next request already
+            assert (await task)[0][0].tolist() == [2.5]
+            assert runner.queued() == 0  # freed once, not twice
+        finally:
+            model.hold.set()
+            pool.shutdown()
+
+    asyncio.run(main())
