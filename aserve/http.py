@@ -137,14 +137,20 @@ class HttpRequest:
         """Hold a place in the queue of the model ``spec`` names before the body is read and
         parsed, or refuse the request now (503) if there is none; a small body already here
         is parsed first, and its place taken after (see ADMIT_BEFORE_DECODING_BYTES)."""
-        if not self.body_arrived or not _small(self.header(b"content-length")):
+        size = self._declared_size()
+        if not self.body_arrived or size is None or size > ADMIT_BEFORE_DECODING_BYTES:
             self._service.admit(self.record, spec)
+
+    def _declared_size(self) -> int | None:
+        """The body's ``Content-Length``; None when it is not given (chunked)."""
+        declared = self.header(b"content-length")
+        return int(declared) if declared.isdigit() else None
 
     async def body(self) -> bytes:
         """The whole body, gunzipped if sent with ``Content-Encoding: gzip``; 413 if too large."""
         self.body_read = True
-        declared = self.header(b"content-length")
-        if declared.isdigit() and int(declared) > self._limit:
+        declared = self._declared_size()
+        if declared is not None and declared > self._limit:
             raise self._too_large()
         body = await self._read(self._limit)
         if body is None:
@@ -347,7 +353,3 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str:
         if key == name:
             return value.decode("latin-1")
     return ""
-
-
-def _small(content_length: bytes) -> bool:
-    return content_length.isdigit() and int(content_length) <= ADMIT_BEFORE_DECODING_BYTES
