@@ -13,7 +13,14 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from aserve.logs import ACCESS_KEYS
-from support import HALF_PLUS_TWO, AserveProcess, Stubs, run_server, wait_until
+from support import (
+    HALF_PLUS_TWO,
+    AserveProcess,
+    RunningServer,
+    Stubs,
+    run_server,
+    wait_until,
+)
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -32,12 +39,21 @@ def lines(path: Path, count: int) -> list[str]:
     return path.read_text().splitlines()
 
 
+def settled(server: RunningServer, path: Path) -> int:
+    """How many lines the log has once every earlier request's line is written: lines are
+    written in order, off the request path, so a marker request's line comes after them."""
+    server.http.get("/v1/models/m", headers={"x-request-id": "marker"})
+    wait_until(lambda: path.exists() and "marker" in path.read_text(), 10, "the marker line")
+    logged = path.read_text().splitlines()
+    return next(i for i, line in enumerate(logged) if "marker" in line) + 1
+
+
 def test_json_access_log_has_exactly_the_documented_keys(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     args = ("--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--access_log={log}")
     with run_server(*args, "--log_format=json") as server:
         server.wait_for_versions("m", {123})
-        before = len(log.read_text().splitlines()) if log.exists() else 0
+        before = settled(server, log)
         answer = server.post(
             "/v1/models/m/versions/123:predict",
             {"instances": [1.0]},
@@ -113,7 +129,7 @@ def test_text_access_log_lines(tmp_path: Path) -> None:
         "--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--access_log={log}"
     ) as server:
         server.wait_for_versions("m", {123})
-        before = len(log.read_text().splitlines()) if log.exists() else 0
+        before = settled(server, log)
         server.post("/v1/models/m:predict", {"instances": [1.0]}, headers={"x-request-id": "t-1"})
         line = lines(log, before + 1)[before]
     assert re.fullmatch(
