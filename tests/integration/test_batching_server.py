@@ -132,13 +132,13 @@ def test_full_queue_answers_503_at_once(tmp_path: Path, built_models: dict[str, 
             "The batch scheduling queue to which this task was submitted is full; currently 1 "
             "batches enqueued and max_enqueued_batches is 1"
         )
-        # a large body that has arrived whole is refused before it is parsed too (parsing
-        # this one would answer 400): a flood of big requests costs no parsing
+        # a large body is refused before it is parsed, even when it has arrived whole
+        # (parsing this one would answer 400): a flood of big requests costs no parsing.
+        # (A small body is parsed first only when it came with its headers, which the
+        # client's timing decides, so that case is not asserted here.)
         unparsed = server.post("/v1/models/gate:predict", content=b"{" + b" " * 20_000)
         assert unparsed.status_code == 503
         assert unparsed.headers["connection"] == "close"
-        # a small one is parsed first (its place is taken just after)
-        assert server.post("/v1/models/gate:predict", content=b"{").status_code == 400
         staged = tmp_path / "staged"
         staged.write_text("go")
         staged.rename(gate)
