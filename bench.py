@@ -57,7 +57,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -247,6 +247,7 @@ def aserve(
     batching: bool,
     extra: tuple[str, ...] = (),
     batching_text: str = BATCHING,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Served]:
     config = work / "models.config"
     config.write_text(
@@ -277,7 +278,10 @@ def aserve(
         argv += ["--enable_batching", f"--batching_parameters_file={work / 'batching.config'}"]
     log = open(work / f"aserve-{'batching' if batching else 'direct'}.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
     served = Served(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}", process.pid)
     try:
@@ -746,9 +750,11 @@ def flood_table(rows: list[tuple[str, Any, Any]]) -> str:
 
 # -- speed: front ends against Triton, fairness, latency, the MLP, the hot path --------------
 
-SPEED_VARIANTS: dict[str, tuple[str, ...]] = {
-    "aserve": (),  # aserve's own HTTP/1.1 server and pygrpc-native
-    "aserve, fallbacks": ("--rest_server=uvicorn", "--grpc_server=grpcio"),
+# name -> (flags, environment)
+SPEED_VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "aserve": ((), {}),  # aserve's own HTTP/1.1 server and pygrpc-native, compiled request path
+    "aserve, pure Python": ((), {"ASERVE_PURE_PYTHON": "1"}),  # the same, not compiled
+    "aserve, fallbacks": (("--rest_server=uvicorn", "--grpc_server=grpcio"), {}),
 }
 MLP_CONCURRENCY = 64
 
@@ -781,8 +787,8 @@ def run_speed(work: Path, args: argparse.Namespace) -> SpeedReport:
     report = SpeedReport()
     for n in range(args.peer_rounds):
         points: dict[str, SpeedPoint] = {}
-        for name, extra in SPEED_VARIANTS.items():
-            with aserve(work, [tiny], batching=True, extra=extra) as served:
+        for name, (extra, env) in SPEED_VARIANTS.items():
+            with aserve(work, [tiny], batching=True, extra=extra, env=env) as served:
                 rest = functools.partial(load, tiny, served, "REST", PEER_CONCURRENCY, args)
                 grpc = functools.partial(load, tiny, served, "gRPC", PEER_CONCURRENCY, args)
                 points.update(_speed_points(name, served.pid, rest, grpc))

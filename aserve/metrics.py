@@ -171,6 +171,29 @@ class Metrics:
         self.requests_in_flight = Gauge("/aserve/requests_in_flight", ("model_name",))
         self.queue_depth = Gauge("/aserve/queue_depth", ("model_name",))
         self.servable_state = Gauge("/aserve/servable_state", ("model_name", "version", "state"))
+        # every metric above, for the page (listed: a compiled class has no __dict__ to scan)
+        self._metrics: tuple[Counter | Histogram | Gauge, ...] = (
+            self.request_count,
+            self.request_latency,
+            self.runtime_latency,
+            self.request_example_counts,
+            self.request_example_count_total,
+            self.queuing_latency,
+            self.batch_size,
+            self.load_attempt_count,
+            self.load_latency,
+            self.event_loop_lag,
+            self.batches,
+            self.requests_refused,
+            self.refusal_latency,
+            self.model_loads,
+            self.model_load_latency,
+            self.model_unloads,
+            self.model_unload_latency,
+            self.requests_in_flight,
+            self.queue_depth,
+            self.servable_state,
+        )
 
     # -- observer -------------------------------------------------------------------------
 
@@ -225,14 +248,11 @@ class Metrics:
     def render(self) -> str:
         """The Prometheus text page."""
         out: list[str] = []
-        for metric in sorted(self._all(), key=lambda m: m.name):
+        for metric in sorted(self._metrics, key=lambda m: m.name):
             name = prometheus_name(metric.name)
             out.append(f"# TYPE {name} {metric.kind}")
             out.extend(metric.lines(name))
         return "\n".join(out) + "\n"
-
-    def _all(self) -> list[Counter | Histogram | Gauge]:
-        return [m for m in vars(self).values() if isinstance(m, Counter | Histogram | Gauge)]
 
 
 def prometheus_name(path: str) -> str:

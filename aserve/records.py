@@ -39,32 +39,36 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}-{next(_ids):x}"
 
 
+# a request record's attributes (__repr__ reads them here: a compiled class has no __slots__)
+_RECORD_FIELDS: Final = (
+    "request_id",
+    "protocol",
+    "api",
+    "peer",
+    "started",
+    "wall",
+    "model",
+    "version",
+    "label",
+    "signature",
+    "code",
+    "http_status",
+    "latency",
+    "runtime",
+    "batch_size",
+    "examples",
+    "bytes_in",
+    "bytes_out",
+    "refused",
+)
+
+
 class RequestRecord:
     """One request, as it went. ``api`` uses the metrics' ``API`` spelling: ``predict``,
     ``status``, ... on REST, ``Predict``, ``GetModelStatus``, ... on gRPC ("" when the
     request named no API: an unknown path)."""
 
-    __slots__ = (
-        "request_id",
-        "protocol",
-        "api",
-        "peer",
-        "started",
-        "wall",
-        "model",
-        "version",
-        "label",
-        "signature",
-        "code",
-        "http_status",
-        "latency",
-        "runtime",
-        "batch_size",
-        "examples",
-        "bytes_in",
-        "bytes_out",
-        "refused",
-    )
+    __slots__ = _RECORD_FIELDS
 
     def __init__(self, protocol: str, request_id: str, peer: str, bytes_in: int) -> None:
         self.request_id = request_id
@@ -88,7 +92,7 @@ class RequestRecord:
         self.refused = ""  # why the server refused it, if it did: "overloaded", "shutdown", ...
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _RECORD_FIELDS)
         return f"RequestRecord({fields})"
 
 

@@ -99,7 +99,7 @@ class RestApi:
         )
         encode = _classification_json if classify else _regression_json
         encoding = Encoding(encode, costs.JSON_ENCODE_US_PER_BYTE)
-        answer = await self._service.classify_or_regress(request.record, examples, encoding)
+        answer: bytes = await self._service.classify_or_regress(request.record, examples, encoding)
         return HttpResponse(answer)
 
     def _status(self, request: HttpRequest, spec: ServableRequest) -> bytes:

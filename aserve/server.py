@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aserve
 from aserve import auth, fds, frontends, logs, memory
 from aserve._proto import batching_parameters_pb2
 from aserve.batching import BatchingOptions, BatchingRunner, DirectRunner, Runner, version_options
@@ -121,6 +122,7 @@ class Server:
         )
         threads = ", ".join(f"{n} {name}" for name, n in pool.sizes.items())
         log.info("CPUs: %s; threads: %s", pool.cpus, threads)
+        log.info("request path: %s", aserve.REQUEST_PATH)
         access_log = None
         if options.access_log:
             try:

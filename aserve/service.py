@@ -30,7 +30,7 @@ import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
 
@@ -81,11 +81,11 @@ class Inputs(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Encoding(Generic[T]):
+class Encoding:
     """How a front end encodes an answer: ``encode(version served, answer)``, and what that
     costs per byte of the result arrays (to decide where it runs)."""
 
-    encode: Callable[[int, Any], T]
+    encode: Callable[[int, Any], Any]  # not generic: mypyc cannot compile a generic dataclass
     us_per_byte: float
 
 
@@ -263,7 +263,7 @@ class Service:
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def predict(self, record: RequestRecord, request: Predict, encoding: Encoding[T]) -> T:
+    async def predict(self, record: RequestRecord, request: Predict, encoding: Encoding) -> Any:
         """The answer is the outputs (alias -> array), encoded."""
         name = record.signature = inference.signature_name(request.signature_name)
         with (
@@ -286,8 +286,8 @@ class Service:
         return await self._answer(servable, job, results, encoding)
 
     async def classify_or_regress(
-        self, record: RequestRecord, request: Examples, encoding: Encoding[T]
-    ) -> T:
+        self, record: RequestRecord, request: Examples, encoding: Encoding
+    ) -> Any:
         """The answer is the ClassificationResult or RegressionResult proto, encoded."""
         record.signature = inference.signature_name(request.signature_name)
         with (
@@ -306,8 +306,8 @@ class Service:
         return await self._answer(servable, job, results, encoding)
 
     async def multi_inference(
-        self, record: RequestRecord, request: MultiInference, encoding: Encoding[T]
-    ) -> T:
+        self, record: RequestRecord, request: MultiInference, encoding: Encoding
+    ) -> Any:
         """The answer lists the tasks' results in task order, encoded."""
         with (
             self._acquire(record, request.model) as servable,
@@ -366,8 +366,8 @@ class Service:
         servable: Servable,
         job: Job,
         results: list[np.ndarray],
-        encoding: Encoding[T],
-    ) -> T:
+        encoding: Encoding,
+    ) -> Any:
         """Results -> answer (e.g. classes by class) -> wire format, in one codec step."""
         cost = sum(map(_NBYTES, results)) * encoding.us_per_byte
         version, encode = servable.id.version, encoding.encode

@@ -204,9 +204,16 @@ class AserveProcess:
         assert process.wait(30) == 0
     """
 
-    def __init__(self, *args: str, rss_limit_mb: int = 4000, open_files: int = 0) -> None:
+    def __init__(
+        self,
+        *args: str,
+        rss_limit_mb: int = 4000,
+        open_files: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         """``rss_limit_mb``: a watchdog kills the server above it (a regression then fails the
-        test instead of exhausting the machine); ``open_files``: its soft RLIMIT_NOFILE."""
+        test instead of exhausting the machine); ``open_files``: its soft RLIMIT_NOFILE;
+        ``env``: more environment variables."""
         self.rest_port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.rest_port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
@@ -219,7 +226,12 @@ class AserveProcess:
             f"--port={self.grpc_port}",
             *args,
         ]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+        environment = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
 
         def limit_files() -> None:
             import resource
@@ -230,7 +242,7 @@ class AserveProcess:
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=env,
+            env=environment,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
