@@ -9,8 +9,8 @@ path"): compiled, they take about half the event loop's CPU per request. They st
 typed Python; the compiled copies sit beside them (``*.so``) and are preferred on import,
 unless ``ASERVE_PURE_PYTHON=1`` is set or a source file is newer than its compiled copy (see
 ``aserve/__init__.py``). ``ASERVE_COMPILE=0`` at install time builds no compiled copy (and
-removes stale ones from an editable checkout); so does a machine with no C compiler, with a
-warning.
+removes stale ones from an editable checkout); so does a machine with no C compiler or no
+Python headers, with a warning.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ COMPILED = [
     "aserve/auth.py",
     "aserve/batches.py",
     "aserve/batching.py",
+    "aserve/grpc_api.py",
     "aserve/grpc_native.py",
     "aserve/http.py",
     "aserve/http1.py",
@@ -83,7 +84,10 @@ def compiled_modules() -> list[Any]:
     from mypyc.build import mypycify
 
     generate_protos()  # the compiled modules are type-checked against the generated stubs
-    return list(mypycify(COMPILED, opt_level="3"))
+    extensions = list(mypycify(COMPILED, opt_level="3"))
+    for extension in extensions:  # one that cannot be built (no Python.h, say) is skipped
+        extension.optional = True
+    return extensions
 
 
 setup(cmdclass={"build_py": BuildWithProtos}, ext_modules=compiled_modules())

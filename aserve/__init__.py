@@ -24,6 +24,7 @@ COMPILED = (
     "aserve.auth",
     "aserve.batches",
     "aserve.batching",
+    "aserve.grpc_api",
     "aserve.grpc_native",
     "aserve.http",
     "aserve.http1",
@@ -61,7 +62,9 @@ def _request_path() -> tuple[str, bool]:
     if not any(built.values()):
         return "pure Python (not compiled: installed with ASERVE_COMPILE=0 or no C compiler)", True
     for name, compiled in built.items():
-        if compiled is None or _source(name).stat().st_mtime > compiled.stat().st_mtime:
+        # a wheel's files are written in some order as it is installed: a source is stale
+        # only when it was changed seconds after its compiled copy
+        if compiled is None or _source(name).stat().st_mtime > compiled.stat().st_mtime + 2:
             file = _source(name).relative_to(_ROOT)
             return (
                 f"pure Python ({file} is newer than its compiled copy: "
