@@ -11,6 +11,11 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS wheel
+# a C compiler, for the compiled request path (README, "Compiled request path"); where none can
+# be installed (or the base has no Python headers) the wheel is pure Python, and says so
+RUN command -v cc >/dev/null || { apt-get update -qq && \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev \
+        && rm -rf /var/lib/apt/lists/*; } || echo "no C compiler: the request path is pure Python"
 WORKDIR /src
 COPY . .
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .

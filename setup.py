@@ -84,7 +84,11 @@ def compiled_modules() -> list[Any]:
     from mypyc.build import mypycify
 
     generate_protos()  # the compiled modules are type-checked against the generated stubs
-    extensions = list(mypycify(COMPILED, opt_level="3"))
+    # the build's own environment has none of aserve's dependencies, so mypy sees them as Any:
+    # strict mode's complaints about Any (checked by `mypy -p aserve` against the installed
+    # packages) are turned off here
+    relaxed = ["--no-warn-return-any", "--allow-subclassing-any", "--no-warn-unused-ignores"]
+    extensions = list(mypycify([*relaxed, *COMPILED], opt_level="3"))
     for extension in extensions:  # one that cannot be built (no Python.h, say) is skipped
         extension.optional = True
     return extensions

@@ -168,6 +168,7 @@ smoke() {
     grep -q "INFO aserve: stopped$" "$CACHE_DIR/smoke.log" ||
         die "no orderly shutdown in the log (see $CACHE_DIR/smoke.log)"
     log "smoke test: exit status 0 after SIGTERM, shut down in order"
+    log "smoke test: $(grep -o 'request path: .*' "$CACHE_DIR/smoke.log" || echo 'request path not logged')"
     podman rm "$name" >/dev/null 2>&1
     trap - EXIT
 }
