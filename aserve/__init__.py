@@ -60,7 +60,8 @@ def _request_path() -> tuple[str, bool]:
         return "pure Python (ASERVE_PURE_PYTHON is set)", True
     built = {name: _compiled(name) for name in COMPILED}
     if not any(built.values()):
-        return "pure Python (not compiled: installed with ASERVE_COMPILE=0 or no C compiler)", True
+        why = "installed with ASERVE_COMPILE=0, or no C compiler or Python headers"
+        return f"pure Python (not compiled: {why})", True
     for name, compiled in built.items():
         # a wheel's files are written in some order as it is installed: a source is stale
         # only when it was changed seconds after its compiled copy
