@@ -4,7 +4,7 @@ and compile the request path's modules with mypyc.
 All project metadata lives in pyproject.toml; this file only adds the code generation step
 to build_py and the compiled modules (used by wheels and by editable installs alike).
 
-The modules in :data:`COMPILED` are the per-request path (see README, "Compiled request
+The modules in ``aserve.COMPILED`` are the per-request path (see README, "Compiled request
 path"): compiled, they take about half the event loop's CPU per request. They stay plain,
 typed Python; the compiled copies sit beside them (``*.so``) and are preferred on import,
 unless ``ASERVE_PURE_PYTHON=1`` is set or a source file is newer than its compiled copy (see
@@ -15,6 +15,7 @@ Python headers, with a warning.
 
 from __future__ import annotations
 
+import ast
 import os
 import pathlib
 import shutil
@@ -25,28 +26,19 @@ from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).parent.resolve()
 
-# the modules every predict request runs through (aserve/__init__.py lists the same ones)
-COMPILED = [
-    "aserve/auth.py",
-    "aserve/batches.py",
-    "aserve/batching.py",
-    "aserve/grpc_api.py",
-    "aserve/grpc_native.py",
-    "aserve/http.py",
-    "aserve/http1.py",
-    "aserve/ids.py",
-    "aserve/inference.py",
-    "aserve/metrics.py",
-    "aserve/pool.py",
-    "aserve/records.py",
-    "aserve/registry.py",
-    "aserve/rest.py",
-    "aserve/service.py",
-    "aserve/tensors/budget.py",
-    "aserve/tensors/dtypes.py",
-    "aserve/tensors/json_codec.py",
-    "aserve/tensors/proto.py",
-]
+
+def compiled_sources() -> list[str]:
+    """The modules every predict request runs through: aserve.COMPILED, as files (read from
+    aserve/__init__.py's source, so the list lives in one place and the build imports
+    nothing of aserve's)."""
+    tree = ast.parse((ROOT / "aserve" / "__init__.py").read_text())
+    names = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "COMPILED" for t in node.targets)
+    )
+    return [name.replace(".", "/") + ".py" for name in names]
 
 
 def generate_protos() -> None:
@@ -75,8 +67,9 @@ class BuildWithProtos(build_py):
 def compiled_modules() -> list[Any]:
     """The mypyc extensions, or none (ASERVE_COMPILE=0, or no mypyc or C compiler)."""
     if os.environ.get("ASERVE_COMPILE", "1") == "0":
-        for stale in ROOT.glob("aserve/**/*.so"):  # left by an earlier editable install
-            stale.unlink()
+        for pattern in ("aserve/**/*.so", "*__mypyc.*.so"):  # left by an editable install
+            for stale in ROOT.glob(pattern):
+                stale.unlink()
         return []
     if shutil.which(os.environ.get("CC", "cc")) is None:
         print("aserve: no C compiler found: installing the pure-Python request path (slower)")
@@ -88,7 +81,7 @@ def compiled_modules() -> list[Any]:
     # strict mode's complaints about Any (checked by `mypy -p aserve` against the installed
     # packages) are turned off here
     relaxed = ["--no-warn-return-any", "--allow-subclassing-any", "--no-warn-unused-ignores"]
-    extensions = list(mypycify([*relaxed, *COMPILED], opt_level="3"))
+    extensions = list(mypycify([*relaxed, *compiled_sources()], opt_level="3"))
     for extension in extensions:  # one that cannot be built (no Python.h, say) is skipped
         extension.optional = True
     return extensions

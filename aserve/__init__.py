@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-# the same modules as setup.py's COMPILED
+# the modules every predict request runs through (setup.py compiles this list)
 COMPILED = (
     "aserve.auth",
     "aserve.batches",
@@ -42,6 +42,7 @@ COMPILED = (
     "aserve.tensors.proto",
 )
 _ROOT = Path(__file__).resolve().parent.parent
+_REBUILD = "reinstall, e.g. pip install -e ., to compile it again"
 
 
 def _source(name: str) -> Path:
@@ -63,15 +64,13 @@ def _request_path() -> tuple[str, bool]:
         why = "installed with ASERVE_COMPILE=0, or no C compiler or Python headers"
         return f"pure Python (not compiled: {why})", True
     for name, compiled in built.items():
+        file = _source(name).relative_to(_ROOT)
+        if compiled is None:
+            return f"pure Python ({file} has no compiled copy: {_REBUILD})", True
         # a wheel's files are written in some order as it is installed: a source is stale
         # only when it was changed seconds after its compiled copy
-        if compiled is None or _source(name).stat().st_mtime > compiled.stat().st_mtime + 2:
-            file = _source(name).relative_to(_ROOT)
-            return (
-                f"pure Python ({file} is newer than its compiled copy: "
-                "reinstall, e.g. pip install -e ., to compile it again)",
-                True,
-            )
+        if _source(name).stat().st_mtime > compiled.stat().st_mtime + 2:
+            return f"pure Python ({file} is newer than its compiled copy: {_REBUILD})", True
     return "compiled (mypyc)", False
 
 

@@ -29,7 +29,7 @@ import bisect
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 from aserve.errors import Code
 from aserve.records import BatchRecord, LoadRecord, RequestRecord, StateRecord
@@ -127,73 +127,78 @@ class Gauge:
             yield f"{name}{_labels(self.labels, values)} {_number(float(value))}"
 
 
+_M = TypeVar("_M", Counter, Histogram, Gauge)
+
+
 class Metrics:
     """Every metric the server records."""
 
     def __init__(self) -> None:
         serving = "/tensorflow/serving"
-        self.request_count = Counter(f"{serving}/request_count", ("model_name", "status"))
-        self.request_latency = Histogram(
-            f"{serving}/request_latency", ("model_name", "API", "entrypoint"), LATENCY_BUCKETS_US
+        self._metrics: list[Counter | Histogram | Gauge] = []  # every one, for the page
+        self.request_count = self._add(
+            Counter(f"{serving}/request_count", ("model_name", "status"))
         )
-        self.runtime_latency = Histogram(
-            f"{serving}/runtime_latency", ("model_name", "API", "runtime"), LATENCY_BUCKETS_US
+        self.request_latency = self._add(
+            Histogram(
+                f"{serving}/request_latency",
+                ("model_name", "API", "entrypoint"),
+                LATENCY_BUCKETS_US,
+            )
         )
-        self.request_example_counts = Histogram(
-            f"{serving}/request_example_counts", ("model",), COUNT_BUCKETS
+        self.runtime_latency = self._add(
+            Histogram(
+                f"{serving}/runtime_latency", ("model_name", "API", "runtime"), LATENCY_BUCKETS_US
+            )
         )
-        self.request_example_count_total = Counter(
-            f"{serving}/request_example_count_total", ("model",)
+        self.request_example_counts = self._add(
+            Histogram(f"{serving}/request_example_counts", ("model",), COUNT_BUCKETS)
         )
-        self.queuing_latency = Histogram(
-            f"{serving}/batching_session/queuing_latency", ("thread_pool_name",), LATENCY_BUCKETS_US
+        self.request_example_count_total = self._add(
+            Counter(f"{serving}/request_example_count_total", ("model",))
         )
-        self.batch_size = Histogram("/aserve/batching/batch_size", ("model_name",), COUNT_BUCKETS)
-        self.load_attempt_count = Counter(
-            "/tensorflow/cc/saved_model/load_attempt_count", ("model_path", "status")
+        self.queuing_latency = self._add(
+            Histogram(
+                f"{serving}/batching_session/queuing_latency",
+                ("thread_pool_name",),
+                LATENCY_BUCKETS_US,
+            )
         )
-        self.load_latency = Counter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
-        self.event_loop_lag = Histogram("/aserve/event_loop_lag", (), LATENCY_BUCKETS_US)
-        self.batches = Counter("/aserve/batching/batches", ("model_name", "cut"))
-        self.requests_refused = Counter("/aserve/requests_refused", ("reason", "protocol"))
-        self.refusal_latency = Histogram(
-            "/aserve/refusal_latency", ("protocol",), LATENCY_BUCKETS_US
+        self.batch_size = self._add(
+            Histogram("/aserve/batching/batch_size", ("model_name",), COUNT_BUCKETS)
         )
-        self.model_loads = Counter("/aserve/model_loads", ("model_name", "outcome"))
-        self.model_load_latency = Histogram(
-            "/aserve/model_load_latency", ("model_name",), LATENCY_BUCKETS_US
+        self.load_attempt_count = self._add(
+            Counter("/tensorflow/cc/saved_model/load_attempt_count", ("model_path", "status"))
         )
-        self.model_unloads = Counter("/aserve/model_unloads", ("model_name",))
-        self.model_unload_latency = Histogram(
-            "/aserve/model_unload_latency", ("model_name",), LATENCY_BUCKETS_US
+        self.load_latency = self._add(
+            Counter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
+        )
+        self.event_loop_lag = self._add(Histogram("/aserve/event_loop_lag", (), LATENCY_BUCKETS_US))
+        self.batches = self._add(Counter("/aserve/batching/batches", ("model_name", "cut")))
+        self.requests_refused = self._add(
+            Counter("/aserve/requests_refused", ("reason", "protocol"))
+        )
+        self.refusal_latency = self._add(
+            Histogram("/aserve/refusal_latency", ("protocol",), LATENCY_BUCKETS_US)
+        )
+        self.model_loads = self._add(Counter("/aserve/model_loads", ("model_name", "outcome")))
+        self.model_load_latency = self._add(
+            Histogram("/aserve/model_load_latency", ("model_name",), LATENCY_BUCKETS_US)
+        )
+        self.model_unloads = self._add(Counter("/aserve/model_unloads", ("model_name",)))
+        self.model_unload_latency = self._add(
+            Histogram("/aserve/model_unload_latency", ("model_name",), LATENCY_BUCKETS_US)
         )
         # read from the running server when the page renders (the server sets the sources)
-        self.requests_in_flight = Gauge("/aserve/requests_in_flight", ("model_name",))
-        self.queue_depth = Gauge("/aserve/queue_depth", ("model_name",))
-        self.servable_state = Gauge("/aserve/servable_state", ("model_name", "version", "state"))
-        # every metric above, for the page (listed: a compiled class has no __dict__ to scan)
-        self._metrics: tuple[Counter | Histogram | Gauge, ...] = (
-            self.request_count,
-            self.request_latency,
-            self.runtime_latency,
-            self.request_example_counts,
-            self.request_example_count_total,
-            self.queuing_latency,
-            self.batch_size,
-            self.load_attempt_count,
-            self.load_latency,
-            self.event_loop_lag,
-            self.batches,
-            self.requests_refused,
-            self.refusal_latency,
-            self.model_loads,
-            self.model_load_latency,
-            self.model_unloads,
-            self.model_unload_latency,
-            self.requests_in_flight,
-            self.queue_depth,
-            self.servable_state,
+        self.requests_in_flight = self._add(Gauge("/aserve/requests_in_flight", ("model_name",)))
+        self.queue_depth = self._add(Gauge("/aserve/queue_depth", ("model_name",)))
+        self.servable_state = self._add(
+            Gauge("/aserve/servable_state", ("model_name", "version", "state"))
         )
+
+    def _add(self, metric: _M) -> _M:
+        self._metrics.append(metric)  # listed: a compiled class has no __dict__ to scan
+        return metric
 
     # -- observer -------------------------------------------------------------------------
 
