@@ -25,6 +25,7 @@ COMPILED = (
     "aserve.batches",
     "aserve.batching",
     "aserve.grpc_api",
+    "aserve.grpc_calls",
     "aserve.grpc_native",
     "aserve.http",
     "aserve.http1",

@@ -4,7 +4,7 @@ Every failure a client can see is a :class:`ServingError` carrying a canonical
 status code (the same vocabulary as absl/gRPC status) and TF Serving's message
 text. The HTTP front end turns it into ``{"error": message}`` with the HTTP
 status of :func:`http_status_of` (TF Serving's table); the gRPC front end aborts
-the call with the same code (:func:`aserve.grpc_server.grpc_code`) and the
+the call with the same code (:func:`aserve.grpc_calls.grpc_code`) and the
 message cut at 1024 characters. Anything else a
 request raises becomes one in :meth:`aserve.service.Service.failed`.
 """

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
 
 from aserve import inference, tensors
 from aserve.errors import Code, ServingError, invalid_argument
-from aserve.grpc_server import Context, Method
+from aserve.grpc_calls import Context, Method
 from aserve.ids import ServableRequest
 from aserve.records import RequestRecord
 from aserve.service import Encoding, Examples, MultiInference, Predict, Service

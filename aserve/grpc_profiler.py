@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from aserve._proto import profiler_service_pb2 as pb
 from aserve.errors import Code, ServingError
-from aserve.grpc_server import Context, Method
+from aserve.grpc_calls import Context, Method
 from aserve.records import RequestRecord
 from aserve.service import Service
 

@@ -13,14 +13,14 @@ name, and both stay open when authentication is on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import orjson
 from grpc_health.v1 import health_pb2
 
 from aserve.errors import Code, ServingError
-from aserve.grpc_server import Context, Method
+from aserve.grpc_calls import Context, Method
 from aserve.http import HttpRequest, HttpResponse, Route
 from aserve.records import RequestRecord
 from aserve.service import Service
@@ -80,7 +80,7 @@ class HealthApi:
 
     async def Watch(
         self, request: Any, context: Context, record: RequestRecord
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         if request.service not in SERVICES:
             yield health_pb2.HealthCheckResponse(
                 status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN

@@ -21,7 +21,7 @@ from aserve import v2
 from aserve._proto import grpc_predict_v2_pb2 as pb
 from aserve.errors import ServingError, invalid_argument
 from aserve.grpc_api import leading_field, timeout_ms
-from aserve.grpc_server import Context, Method
+from aserve.grpc_calls import Context, Method
 from aserve.ids import ServableRequest
 from aserve.records import RequestRecord
 from aserve.service import Encoding, Service

@@ -110,7 +110,7 @@ async def measure(work: Path, n: int = 20_000) -> HotPath:
     from aserve import flags, inference, tensors
     from aserve.batches import split
     from aserve.grpc_api import TfServingApi, _ProtoInputs
-    from aserve.grpc_server import CallContext, Calls
+    from aserve.grpc_calls import CallContext, Calls
     from aserve.http import HttpApp, HttpOptions
     from aserve.ids import ServableRequest
     from aserve.rest import RestApi

@@ -1,7 +1,7 @@
 import pytest
 
 from aserve.errors import Code, ServingError, http_status, http_status_of
-from aserve.grpc_server import grpc_code, grpc_message
+from aserve.grpc_calls import grpc_code, grpc_message
 
 
 @pytest.mark.parametrize(
