@@ -1,9 +1,9 @@
-"""The gRPC server on grpc.aio (``--grpc_server=grpcio``), the mature fallback of
-pygrpc-native's (:mod:`aserve.grpc_native`, the default), and what serves what that one
-cannot (TLS, connection limits and ages) and every method nobody registered.
+"""The gRPC server on grpc.aio (``--grpc_server=grpcio``): the mature fallback of
+pygrpc-native's (:mod:`aserve.grpc_native`, the default). It also serves what the native
+server cannot (TLS, connection limits and ages), and every method nobody registered.
 
 It only carries bytes: every call goes through :class:`~aserve.grpc_calls.Calls`, as on the
-native server. Not compiled (grpc.aio's streams are async generators).
+native server. Not compiled: it is not on the default request path.
 """
 
 from __future__ import annotations
