@@ -219,7 +219,9 @@ class _ProtoInputs:
         return inference.missing_predict_signature(name)
 
     def decode(self, signature: Signature, budget: Budget) -> dict[str, np.ndarray]:
-        return {alias: _array(alias, tensor, budget) for alias, tensor in self._tensors.items()}
+        # by key: a protobuf map's items() is the Mapping ABC's ItemsView, in Python (~1.5 µs)
+        tensors = self._tensors
+        return {alias: _array(alias, tensors[alias], budget) for alias in tensors}
 
 
 def _spec_of(data: bytes) -> ServableRequest | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -16,17 +17,33 @@ class ServableId:
         return f"{self.name} version {self.version}"
 
 
-@dataclass(frozen=True, slots=True)
 class ServableRequest:
     """What a request names: the latest version, a specific version, or a label.
 
     ``str()`` gives TF Serving's spelling, used in its error texts:
-    ``Latest(m)``, ``Specific(m, 3)``.
+    ``Latest(m)``, ``Specific(m, 3)``. Made per gRPC request, so a plain class with
+    read-only attributes (a compiled dataclass's ``__init__`` is interpreted), compared
+    and hashed by value.
     """
 
-    name: str
-    version: int | None = None
-    label: str | None = None
+    __slots__ = ("name", "version", "label")
+
+    def __init__(self, name: str, version: int | None = None, label: str | None = None) -> None:
+        self.name: Final = name
+        self.version: Final = version
+        self.label: Final = label
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServableRequest):
+            return NotImplemented
+        return (self.name, self.version, self.label) == (other.name, other.version, other.label)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.version, self.label))
+
+    def __repr__(self) -> str:
+        name, version, label = self.name, self.version, self.label
+        return f"ServableRequest(name={name!r}, version={version!r}, label={label!r})"
 
     @classmethod
     def latest(cls, name: str) -> ServableRequest:

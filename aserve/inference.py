@@ -11,8 +11,7 @@ Error texts and codes are TF Serving's (``predict_util.cc``, ``classifier.cc``,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -33,13 +32,22 @@ REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
 
 
-@dataclass(frozen=True, slots=True)
 class Plan:
-    """One session run: graph tensors to feed and to fetch, and the aliases of the fetches."""
+    """One session run: graph tensors to feed and to fetch, and the aliases of the fetches.
 
-    feeds: Mapping[str, np.ndarray]
-    fetches: tuple[str, ...]
-    aliases: tuple[str, ...]
+    Made per request, so a plain class with read-only (``Final``) attributes: compiled, a
+    dataclass's generated ``__init__`` still runs in the interpreter (~1.2 µs, against
+    ~0.1 µs here).
+    """
+
+    __slots__ = ("feeds", "fetches", "aliases")
+
+    def __init__(
+        self, feeds: Mapping[str, np.ndarray], fetches: tuple[str, ...], aliases: tuple[str, ...]
+    ) -> None:
+        self.feeds: Final = feeds
+        self.fetches: Final = fetches
+        self.aliases: Final = aliases
 
     def outputs(self, results: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.aliases, results, strict=True))
@@ -362,7 +370,6 @@ def check_multi_inference_models(names: Sequence[str]) -> None:
 # -- jobs: a request ready to run ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Job:
     """A validated request: the session run to make, and how to turn its results into the answer.
 
@@ -370,11 +377,18 @@ class Job:
 
         job = examples_job(model.signatures, "", CLASSIFY_METHOD, input)
         answer = job.finish(model.run(job.plan.feeds, job.plan.fetches))
+
+    Made per request: a plain class, as :class:`Plan` is.
     """
 
-    plan: Plan
-    finish: Callable[[Sequence[np.ndarray]], Any]
-    examples: int = 0  # tf.Examples in the request (Classify, Regress, MultiInference)
+    __slots__ = ("plan", "finish", "examples")
+
+    def __init__(
+        self, plan: Plan, finish: Callable[[Sequence[np.ndarray]], Any], examples: int = 0
+    ) -> None:
+        self.plan: Final = plan
+        self.finish: Final = finish
+        self.examples: Final = examples  # tf.Examples in the request (Classify, Regress, ...)
 
 
 def predict_job(

@@ -40,6 +40,8 @@ COUNT_BUCKETS = tuple(float(2**i) for i in range(15))  # 1, 2, 4, ..., 16384
 Labels = tuple[str, ...]
 
 # gRPC methods TF Serving counts (REST counts every request that names a model)
+# by code value: ``Code.X.name`` is a Python-level enum property (~0.6 µs a request)
+_CODE_NAMES: Final = tuple(code.name for code in sorted(Code))
 _COUNTED_GRPC: Final = frozenset({"Predict", "Classify", "Regress", "MultiInference", "ModelInfer"})
 # APIs whose successful requests are timed, and their runtime_latency API label
 _RUNTIME_API: Final = {
@@ -209,7 +211,7 @@ class Metrics:
         model, api = record.model, record.api
         if not model or (record.protocol == "grpc" and api not in _COUNTED_GRPC):
             return
-        self.request_count.inc(model, record.code.name)
+        self.request_count.inc(model, _CODE_NAMES[record.code])
         runtime_api = _RUNTIME_API.get(api)
         if runtime_api is None:
             return

@@ -80,42 +80,76 @@ class Inputs(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+# The request classes below are made for every request: plain classes with read-only
+# (``Final``) attributes, since a dataclass's generated ``__init__`` runs in the interpreter
+# even when its class is compiled (~1-1.4 µs each, against ~0.1 µs).
+
+
 class Encoding:
     """How a front end encodes an answer: ``encode(version served, answer)``, and what that
     costs per byte of the result arrays (to decide where it runs)."""
 
-    encode: Callable[[int, Any], Any]  # not generic: mypyc cannot compile a generic dataclass
-    us_per_byte: float
+    __slots__ = ("encode", "us_per_byte")
+
+    def __init__(self, encode: Callable[[int, Any], Any], us_per_byte: float) -> None:
+        self.encode: Final = encode
+        self.us_per_byte: Final = us_per_byte
 
 
-@dataclass(frozen=True, slots=True)
 class Predict:
-    model: ServableRequest
-    signature_name: str
-    inputs: Inputs
-    output_filter: Sequence[str] = ()
-    timeout_ms: int = 0  # 0: no limit
+    __slots__ = ("model", "signature_name", "inputs", "output_filter", "timeout_ms")
+
+    def __init__(
+        self,
+        model: ServableRequest,
+        signature_name: str,
+        inputs: Inputs,
+        output_filter: Sequence[str] = (),
+        timeout_ms: int = 0,  # 0: no limit
+    ) -> None:
+        self.model: Final = model
+        self.signature_name: Final = signature_name
+        self.inputs: Final = inputs
+        self.output_filter: Final = output_filter
+        self.timeout_ms: Final = timeout_ms
 
 
-@dataclass(frozen=True, slots=True)
 class Examples:
     """A Classify (``method`` = CLASSIFY_METHOD) or Regress request over tf.Examples."""
 
-    model: ServableRequest
-    method: str
-    signature_name: str
-    input: Any  # tensorflow.serving.Input
-    timeout_ms: int = 0
+    __slots__ = ("model", "method", "signature_name", "input", "timeout_ms")
+
+    def __init__(
+        self,
+        model: ServableRequest,
+        method: str,
+        signature_name: str,
+        input: Any,  # tensorflow.serving.Input
+        timeout_ms: int = 0,
+    ) -> None:
+        self.model: Final = model
+        self.method: Final = method
+        self.signature_name: Final = signature_name
+        self.input: Final = input
+        self.timeout_ms: Final = timeout_ms
 
 
-@dataclass(frozen=True, slots=True)
 class MultiInference:
-    model: ServableRequest  # the model of the first task
-    models: Sequence[str]  # the model named by every task
-    tasks: Sequence[tuple[str, str]]  # (signature name, method name)
-    input: Any
-    timeout_ms: int = 0
+    __slots__ = ("model", "models", "tasks", "input", "timeout_ms")
+
+    def __init__(
+        self,
+        model: ServableRequest,  # the model of the first task
+        models: Sequence[str],  # the model named by every task
+        tasks: Sequence[tuple[str, str]],  # (signature name, method name)
+        input: Any,
+        timeout_ms: int = 0,
+    ) -> None:
+        self.model: Final = model
+        self.models: Final = models
+        self.tasks: Final = tasks
+        self.input: Final = input
+        self.timeout_ms: Final = timeout_ms
 
 
 @dataclass(frozen=True, slots=True)
