@@ -13,6 +13,7 @@ import grpc
 import httpx
 import pytest
 import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_management_pb2, predict_pb2
 
 from aserve import flags
@@ -132,6 +133,32 @@ def test_grpc_calls_are_recorded_whatever_their_fate(recorded: Any) -> None:
             channel.unary_unary("/no.Such/Method")(b"", timeout=10)
         assert unknown.value.code() is grpc.StatusCode.UNIMPLEMENTED
         assert recorder.records[-1].code is Code.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("grpc_server", ["native", "grpcio"])
+def test_a_stream_whose_client_leaves_is_recorded_cancelled(grpc_server: str) -> None:
+    recorder = Recorder()
+    args = (
+        "--model_name=m",
+        f"--model_base_path={HALF_PLUS_TWO}",
+        f"--grpc_server={grpc_server}",
+        "--enable_grpc_healthcheck_service",
+    )
+    with run_server(*args, observers=[recorder]) as server:
+        server.wait_for_versions("m", {123})
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=30
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            assert not any(r.api == "Watch" for r in recorder.records)  # still open
+            watch.cancel()
+            wait_until(lambda: any(r.api == "Watch" for r in recorder.records), 10, "its record")
+        # the server still answers, on a new channel
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            Stubs(channel).prediction.Predict(predict_request(), 10)
+    record = recorder.last("Watch")
+    assert (record.protocol, record.code, record.bytes_out) == ("grpc", Code.CANCELLED, 2)
 
 
 def test_an_observer_that_raises_never_fails_a_request(tmp_path: Path) -> None:
