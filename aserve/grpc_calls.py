@@ -121,7 +121,8 @@ class Calls:
             cost = len(data) * costs.PROTO_DECODE_US_PER_BYTE / 2  # half parsing
             request = await service.transcode(cost, _parse, method.request_type.FromString, data)
             response = await method.handler(request, call, record)  # type: ignore[misc]
-            answer: bytes = response.SerializeToString()
+            # a message, or one the handler has serialized itself
+            answer: bytes = response if type(response) is bytes else response.SerializeToString()
         except BaseException as e:
             raise self._failure(record, call, e) from None
         record.bytes_out = len(answer)

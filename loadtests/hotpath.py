@@ -109,7 +109,7 @@ async def measure(work: Path, n: int = 20_000) -> HotPath:
 
     from aserve import flags, inference, tensors
     from aserve.batches import split
-    from aserve.grpc_api import TfServingApi, _ProtoInputs
+    from aserve.grpc_api import TfServingApi, _predict_response_wire, _ProtoInputs
     from aserve.grpc_calls import CallContext, Calls
     from aserve.http import HttpApp, HttpOptions
     from aserve.ids import ServableRequest
@@ -180,11 +180,9 @@ async def measure(work: Path, n: int = 20_000) -> HotPath:
             for array in arrays.values():
                 budget.take(array.size, array.nbytes)
 
-        def proto_response() -> bytes:
-            response = predict_pb2.PredictResponse()
-            for alias, array in y.items():
-                tensors.array_to_proto(array, into=response.outputs[alias])
-            data: bytes = response.SerializeToString()
+        def proto_response() -> bytes:  # what the Predict handler answers, serialized
+            data = _predict_response_wire(request.model_spec, 1, y, False)
+            assert data is not None
             return data
 
         common = {

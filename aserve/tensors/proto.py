@@ -37,6 +37,8 @@ _RAW_PACKED: Final = {
     "bool_val": "u1",
 }
 _FIELD_NUMBERS: Final = {f.name: f.number for f in TensorProto.DESCRIPTOR.fields}
+_TENSOR_CONTENT: Final = _FIELD_NUMBERS["tensor_content"]
+_ONE_BYTE: Final = tuple(bytes((i,)) for i in range(128))  # the varints below 128
 
 
 def array_from_proto(tensor: TensorProto, budget: Budget = UNLIMITED) -> np.ndarray:
@@ -187,12 +189,56 @@ def _fill_field(proto: TensorProto, dtype: int, flat: np.ndarray) -> None:
         getattr(proto, name).extend(flat.tolist())
 
 
+def tensor_wire(array: np.ndarray, *, as_content: bool = False) -> bytes | None:
+    """The serialized TensorProto of ``array_to_proto(array, as_content=as_content)``,
+    written directly (a one-value tensor: ~2 µs, against ~8 µs through the protobuf runtime).
+
+    Only for tensors whose values are their raw little-endian bytes: float, double, complex
+    and bool in their typed fields, and any numeric tensor as ``tensor_content``; None for
+    the others (strings, the varint fields of integers), which go through the runtime.
+    """
+    array = np.asarray(array)
+    dtype = dtype_of(array)
+    if dtype == DT.DT_STRING or sys.byteorder == "big":
+        return None
+    dims = b""
+    for n in array.shape:  # TensorShapeProto.dim (2): Dim.size (1), omitted when 0
+        dims += _packed(2, b"\x08" + _varint(n)) if n else b"\x12\x00"
+    head = b"\x08" + _varint(dtype) + _packed(2, dims)  # dtype (1), tensor_shape (2)
+    if not array.size:
+        return head
+    if as_content:
+        return head + _packed(_TENSOR_CONTENT, array.tobytes())
+    name = FIELDS[dtype]
+    wire_type = _RAW_PACKED.get(name)
+    if wire_type is None:
+        return None
+    parts = _COMPLEX_PARTS.get(name)
+    if parts is not None:  # (real, imaginary) pairs
+        array = np.ascontiguousarray(array).view(parts)
+    return head + _packed(_FIELD_NUMBERS[name], array.astype(wire_type, copy=False).tobytes())
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """Wire bytes of a length-delimited field (string, bytes, message): tag, length, payload."""
+    return _packed(number, payload)
+
+
+def varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    if value < 0:
+        raise ValueError(f"not a non-negative varint: {value}")
+    return _varint(value)
+
+
 def _packed(number: int, payload: bytes) -> bytes:
     """Wire bytes of a length-delimited field: tag, length, payload."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_
 from aserve import tensors
 from aserve.errors import Code, ServingError
 from aserve.signatures import TensorSpec
+from aserve.tensors.proto import tensor_wire
 
 DT = types_pb2
 INVALID, UNIMPLEMENTED = Code.INVALID_ARGUMENT, Code.UNIMPLEMENTED
@@ -989,6 +990,44 @@ def test_array_to_proto_fills_a_map_entry_in_place(array: np.ndarray, as_content
     returned = tensors.array_to_proto(array, as_content=as_content, into=entry)
     assert returned is entry
     assert response.outputs["y"] == tensors.array_to_proto(array, as_content=as_content)
+
+
+@pytest.mark.parametrize("as_content", [False, True])
+@pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{list(a.shape)}")
+def test_tensor_wire_is_the_serialized_array_to_proto(array: np.ndarray, as_content: bool) -> None:
+    wire = tensor_wire(array, as_content=as_content)
+    direct = array.dtype.kind in "fcb" and array.dtype != ml_dtypes.bfloat16 or as_content
+    if array.dtype == object or not direct or array.dtype == np.float16 and not as_content:
+        assert wire is None  # strings and the varint fields go through the protobuf runtime
+        return
+    assert wire is not None
+    assert tensor_pb2.TensorProto.FromString(wire) == tensors.array_to_proto(
+        array, as_content=as_content
+    )
+
+
+@pytest.mark.parametrize("as_content", [False, True])
+@pytest.mark.parametrize(
+    ("name", "signature", "version"),
+    [("m", "", 3), ("", "sig", 0), ("ü", "serving_default", 2**40)],
+)
+def test_predict_response_wire_parses_as_the_message(
+    name: str, signature: str, version: int, as_content: bool
+) -> None:
+    from aserve.grpc_api import _echo, _predict_response_wire
+
+    requested = predict_pb2.PredictRequest().model_spec
+    requested.name, requested.signature_name = name, signature
+    outputs = {"y": np.array([[1.5], [-2]], np.float32), "z": np.zeros(0), "": np.array(True)}
+    wire = _predict_response_wire(requested, version, outputs, as_content)
+    assert wire is not None
+    expected = predict_pb2.PredictResponse()
+    _echo(expected.model_spec, requested, version)
+    for alias, array in outputs.items():
+        tensors.array_to_proto(array, as_content=as_content, into=expected.outputs[alias])
+    assert predict_pb2.PredictResponse.FromString(wire) == expected
+    strings = {"s": np.array([b"a"], object)}
+    assert _predict_response_wire(requested, version, strings, as_content) is None
 
 
 @pytest.mark.parametrize(
