@@ -1,5 +1,8 @@
 """``TensorProto`` <-> numpy, as TensorFlow's ``Tensor::FromProto``, ``AsProtoField`` and
-``AsProtoTensorContent`` do it (typed ``*_val`` fields or ``tensor_content`` bytes)."""
+``AsProtoTensorContent`` do it (typed ``*_val`` fields or ``tensor_content`` bytes).
+
+:func:`tensor_wire` writes the same TensorProto's wire bytes directly, for the tensors whose
+values are raw bytes (the gRPC Predict answer's fast path)."""
 
 from __future__ import annotations
 
