@@ -290,10 +290,12 @@ def _predict_response_wire(
     """The PredictResponse's wire bytes, field by field as ``_echo`` and ``array_to_proto``
     fill the message (outputs = 1, model_spec = 2); None when an output's tensor cannot be
     written directly (tensors.proto.tensor_wire)."""
+    if version < 0:
+        return None
     entries = []
     for alias, array in outputs.items():
         tensor = tensor_wire(array, as_content=as_content)
-        if tensor is None or version < 0:
+        if tensor is None:
             return None
         entry = length_delimited(1, alias.encode()) + length_delimited(2, tensor)
         entries.append(length_delimited(1, entry))

@@ -288,7 +288,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is None:  # refused as it opened
             return
-        self._cancel_timers()
+        self._clear_deadlines()
         self._closing = True
         for exchange in (self._current, self._parsing, *self._queue):
             if exchange is not None:
@@ -491,7 +491,7 @@ class _Connection(asyncio.Protocol):
             return
         self._parsing = None
         self._queue.clear()
-        self._cancel_timers()
+        self._clear_deadlines()
         self._closing = True
         current = self._current
         if current is not None and not current.complete and self._task is not None:
@@ -523,7 +523,7 @@ class _Connection(asyncio.Protocol):
             if transport is not None:
                 transport.close()
 
-    def _cancel_timers(self) -> None:
+    def _clear_deadlines(self) -> None:
         self._header_deadline = self._idle_deadline = 0.0
 
 

@@ -39,9 +39,9 @@ COUNT_BUCKETS = tuple(float(2**i) for i in range(15))  # 1, 2, 4, ..., 16384
 
 Labels = tuple[str, ...]
 
-# gRPC methods TF Serving counts (REST counts every request that names a model)
-# by code value: ``Code.X.name`` is a Python-level enum property (~0.6 µs a request)
+# status names by code value: ``Code.X.name`` is a Python-level enum property (~0.6 µs)
 _CODE_NAMES: Final = tuple(code.name for code in sorted(Code))
+# gRPC methods TF Serving counts (REST counts every request that names a model)
 _COUNTED_GRPC: Final = frozenset({"Predict", "Classify", "Regress", "MultiInference", "ModelInfer"})
 # APIs whose successful requests are timed, and their runtime_latency API label
 _RUNTIME_API: Final = {

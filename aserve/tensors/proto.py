@@ -180,8 +180,7 @@ def array_to_proto(
 def _fill_field(proto: TensorProto, dtype: int, flat: np.ndarray) -> None:
     name = FIELDS[dtype]
     if name in _RAW_PACKED:
-        payload = flat.view(_COMPLEX_PARTS.get(name, flat.dtype)).astype(_RAW_PACKED[name])
-        proto.MergeFromString(_packed(_FIELD_NUMBERS[name], payload.tobytes()))
+        proto.MergeFromString(_raw_field(name, flat))
     elif name == "float8_val":
         proto.float8_val = flat.view(np.uint8).tobytes()
     elif name == "half_val":
@@ -206,42 +205,37 @@ def tensor_wire(array: np.ndarray, *, as_content: bool = False) -> bytes | None:
         return None
     dims = b""
     for n in array.shape:  # TensorShapeProto.dim (2): Dim.size (1), omitted when 0
-        dims += _packed(2, b"\x08" + _varint(n)) if n else b"\x12\x00"
-    head = b"\x08" + _varint(dtype) + _packed(2, dims)  # dtype (1), tensor_shape (2)
+        dims += length_delimited(2, b"\x08" + varint(n)) if n else b"\x12\x00"
+    head = b"\x08" + varint(dtype) + length_delimited(2, dims)  # dtype (1), tensor_shape (2)
     if not array.size:
         return head
     if as_content:
-        return head + _packed(_TENSOR_CONTENT, array.tobytes())
+        return head + length_delimited(_TENSOR_CONTENT, array.tobytes())
     name = FIELDS[dtype]
-    wire_type = _RAW_PACKED.get(name)
-    if wire_type is None:
-        return None
+    return head + _raw_field(name, array) if name in _RAW_PACKED else None
+
+
+def _raw_field(name: str, array: np.ndarray) -> bytes:
+    """A ``_RAW_PACKED`` field's wire bytes: the values, little-endian, in C order."""
     parts = _COMPLEX_PARTS.get(name)
     if parts is not None:  # (real, imaginary) pairs
         array = np.ascontiguousarray(array).view(parts)
-    return head + _packed(_FIELD_NUMBERS[name], array.astype(wire_type, copy=False).tobytes())
+    payload = array.astype(_RAW_PACKED[name], copy=False).tobytes()
+    return length_delimited(_FIELD_NUMBERS[name], payload)
 
 
 def length_delimited(number: int, payload: bytes) -> bytes:
-    """Wire bytes of a length-delimited field (string, bytes, message): tag, length, payload."""
-    return _packed(number, payload)
+    """Wire bytes of a length-delimited field (string, bytes, message, packed values): tag,
+    length, payload."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def varint(value: int) -> bytes:
     """A non-negative integer as a protobuf varint."""
-    if value < 0:
-        raise ValueError(f"not a non-negative varint: {value}")
-    return _varint(value)
-
-
-def _packed(number: int, payload: bytes) -> bytes:
-    """Wire bytes of a length-delimited field: tag, length, payload."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
     if 0 <= value < 128:
         return _ONE_BYTE[value]
+    if value < 0:
+        raise ValueError(f"not a non-negative varint: {value}")
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
