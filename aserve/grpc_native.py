@@ -154,25 +154,23 @@ class NativeGrpcFrontEnd:
         """The events thread of one front: batches of events, each handed to the loop."""
         loop = self._loop
         assert loop is not None
-        taken = threading.Event()
-        taken.set()
+        taken = threading.Lock()  # held from a batch's hand-off until the loop has run it
         while (events := front.recv_batch_details(_BATCH)) is not None:
             # one batch per turn of the loop: under a flood, new calls wait in the front
             # instead of making every turn longer, so answers (and the worker threads fed
             # by them) are not starved by the requests arriving behind them
-            taken.wait()
-            taken.clear()
+            taken.acquire()
             try:
                 loop.call_soon_threadsafe(self._on_events, index, front, events, taken)
             except RuntimeError:  # the loop has closed
                 return
 
     def _on_events(
-        self, index: int, front: NativeGrpcFront, events: list[Any], taken: threading.Event
+        self, index: int, front: NativeGrpcFront, events: list[Any], taken: threading.Lock
     ) -> None:
         loop, methods, tasks = self._loop, self._methods, self._tasks
         assert loop is not None
-        loop.call_soon(taken.set)  # the next batch once this turn's callbacks have run
+        loop.call_soon(taken.release)  # the next batch once this turn's callbacks have run
         for kind, call_id, method_id, payload, _, details in events:
             key = (index, call_id)
             if kind == EVENT_CANCEL:  # the client left, or its deadline passed

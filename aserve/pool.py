@@ -18,8 +18,8 @@ second, lock-guarded future.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -32,11 +32,33 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class _Waiting:
+    """An idle thread: it sleeps on its own lock until a call is handed to it."""
+
+    __slots__ = ("wake", "item")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()  # held while the thread has nothing: released to hand it a call
+        self.item: tuple[Any, ...] | None = None
+
+
 class _Threads:
-    """A fixed set of threads taking calls from one queue."""
+    """A fixed set of threads taking calls from one queue.
+
+    A call is handed to the thread that went idle last (its caches are the warmest) and
+    wakes only that one; calls queue only while every thread is busy, and a thread takes
+    the next one without sleeping. ``queue.SimpleQueue`` on 3.11 wakes a second idle
+    thread on every call it hands out (``get`` releases the lock it waited on), which then
+    takes the GIL only to find the queue empty: with two workers that doubled the workers'
+    CPU per one-at-a-time request (~100 -> ~200 µs on these machines) and added a context
+    switch to every call's path.
+    """
 
     def __init__(self, count: int, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._mutex = threading.Lock()
+        self._queued: collections.deque[tuple[Any, ...] | None] = collections.deque()
+        self._waiting: list[_Waiting] = []  # idle threads, the last one idle the shortest
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(count)
@@ -55,20 +77,39 @@ class _Threads:
         (``time.monotonic()``), it never runs and fails with DEADLINE_EXCEEDED."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, fn, args, kwargs, deadline))
+        self._put((loop, future, fn, args, kwargs, deadline))
         return future
 
     def shutdown(self) -> None:
         for _ in self._threads:
-            self._queue.put(None)
+            self._put(None)
 
     def join(self, deadline: float) -> None:
         """Wait for the threads to end, until ``deadline`` (``time.monotonic()``)."""
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
 
+    def _put(self, item: tuple[Any, ...] | None) -> None:
+        with self._mutex:
+            if not self._waiting:
+                self._queued.append(item)
+                return
+            waiting = self._waiting.pop()
+        waiting.item = item
+        waiting.wake.release()
+
+    def _take(self, me: _Waiting) -> tuple[Any, ...] | None:
+        with self._mutex:
+            if self._queued:
+                return self._queued.popleft()
+            self._waiting.append(me)
+        me.wake.acquire()  # until _put hands this thread an item
+        item, me.item = me.item, None
+        return item
+
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
+        me = _Waiting()
+        while (item := self._take(me)) is not None:
             loop, future, fn, args, kwargs, deadline = item
             if future.cancelled():  # its caller has gone: do not run it
                 continue

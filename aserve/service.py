@@ -195,7 +195,7 @@ class Service:
         self._list_owner = options.model_list_owner
         self._in_flight: dict[RequestRecord, asyncio.Task[Any] | None] = {}
         self._held: dict[RequestRecord, tuple[Runner, Reservation]] = {}  # see admit()
-        self._idle = asyncio.Event()
+        self._idle: asyncio.Event | None = None  # made by the first wait_idle
         self._aborting = False
         self._profiler = Profiler(pool.io)
 
@@ -253,7 +253,11 @@ class Service:
         held = self._held.pop(record, None)
         if held is not None:  # admitted, but it ended before it ran
             held[1].release()
-        if self._in_flight.pop(record, False) is not False and not self._in_flight:
+        if (
+            self._in_flight.pop(record, False) is not False
+            and not self._in_flight
+            and self._idle is not None
+        ):
             self._idle.set()
         self._observers.request_finished(record)
 
@@ -272,6 +276,8 @@ class Service:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Until no tracked request is in flight, or ``timeout`` s; whether it became idle."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
         while self._in_flight:
             self._idle.clear()
             try:
