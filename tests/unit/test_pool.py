@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,10 +18,18 @@ def run(scenario: object) -> None:
     asyncio.run(asyncio.wait_for(scenario, 20))  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def started(count: int) -> Iterator[_Threads]:
+    threads = _Threads(count, "t")
+    try:
+        yield threads
+    finally:
+        threads.shutdown()
+
+
 def test_one_call_at_a_time_goes_to_the_thread_idle_the_shortest() -> None:
     async def scenario() -> None:
-        threads = _Threads(4, "t")
-        try:
+        with started(4) as threads:
             names = set()
             for _ in range(30):
                 names.add(await threads.submit(lambda: threading.current_thread().name, (), {}))
@@ -27,15 +37,12 @@ def test_one_call_at_a_time_goes_to_the_thread_idle_the_shortest() -> None:
             # SimpleQueue hands calls to whichever waiter wakes first; the stack of idle
             # threads always hands them to the one that just finished
             assert len(names) == 1
-        finally:
-            threads.shutdown()
 
     run(scenario())
 
 
 def test_calls_queue_while_every_thread_is_busy_and_all_run_in_parallel_up_to_the_count() -> None:
     async def scenario() -> None:
-        threads = _Threads(3, "t")
         running, most = 0, 0
         lock = threading.Lock()
 
@@ -49,39 +56,32 @@ def test_calls_queue_while_every_thread_is_busy_and_all_run_in_parallel_up_to_th
                 running -= 1
             return i * i
 
-        try:
+        with started(3) as threads:
             results = await asyncio.gather(*(threads.submit(work, (i,), {}) for i in range(12)))
             assert results == [i * i for i in range(12)]
             assert most == 3
-        finally:
-            threads.shutdown()
 
     run(scenario())
 
 
 def test_errors_come_back_on_the_loop_and_the_thread_goes_on() -> None:
     async def scenario() -> None:
-        threads = _Threads(1, "t")
-
         def fail() -> None:
             raise ValueError("no")
 
-        try:
+        with started(1) as threads:
             with pytest.raises(ValueError, match="no"):
                 await threads.submit(fail, (), {})
             assert await threads.submit(lambda x: x + 1, (1,), {}) == 2
-        finally:
-            threads.shutdown()
 
     run(scenario())
 
 
 def test_a_call_cancelled_or_expired_while_queued_never_runs() -> None:
     async def scenario() -> None:
-        threads = _Threads(1, "t")
         ran: list[str] = []
         gate = threading.Event()
-        try:
+        with started(1) as threads:
             busy = threads.submit(gate.wait, (5,), {})
             cancelled = threads.submit(ran.append, ("cancelled",), {})
             expired = threads.submit(ran.append, ("expired",), {}, time.monotonic() + 0.01)
@@ -95,8 +95,6 @@ def test_a_call_cancelled_or_expired_while_queued_never_runs() -> None:
             assert caught.value.code is Code.DEADLINE_EXCEEDED
             await fine
             assert ran == ["fine"]
-        finally:
-            threads.shutdown()
 
     run(scenario())
 
