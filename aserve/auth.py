@@ -94,6 +94,8 @@ class Authenticator:
         value) grants ``access``."""
         if access == "open" or (access == "metrics" and not self._protect_metrics):
             return
+        if self._tokens is None and self._admin is None:  # no token file: everything is open
+            return
         token = _bearer(authorization)
         if access == "admin" and self._admin is not None:
             if token in self._admin:

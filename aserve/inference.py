@@ -50,7 +50,10 @@ class Plan:
         self.aliases: Final = aliases
 
     def outputs(self, results: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.aliases, results, strict=True))
+        aliases = self.aliases  # indexed: zip(..., strict=True) parses its keyword per call
+        if len(results) != len(aliases):
+            raise ValueError(f"{len(results)} results for {len(aliases)} outputs")
+        return {aliases[i]: results[i] for i in range(len(aliases))}
 
 
 def signature_name(name: str) -> str:

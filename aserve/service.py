@@ -198,6 +198,9 @@ class Service:
         self._idle: asyncio.Event | None = None  # made by the first wait_idle
         self._aborting = False
         self._profiler = Profiler(pool.io)
+        # built on the loop it serves: asyncio.current_task() without a loop asks for the
+        # running loop, which on 3.11 makes a getpid() system call every time
+        self._loop = asyncio.get_running_loop()
 
     # -- the record of every request -----------------------------------------------------
 
@@ -214,7 +217,7 @@ class Service:
         (a shutdown waits for it); long-lived streams are not tracked."""
         record = RequestRecord(protocol, request_id or new_request_id(), peer, bytes_in)
         if tracked:
-            self._in_flight[record] = asyncio.current_task()
+            self._in_flight[record] = asyncio.current_task(self._loop)
         return record
 
     def authorize(self, record: RequestRecord, access: str, authorization: bytes) -> None:

@@ -478,8 +478,8 @@ def _float_token(value: float, is_double: bool) -> str:
     if not math.isfinite(value):
         return "NaN" if math.isnan(value) else "-Infinity" if value < 0 else "Infinity"
     text = f"{value:g}"
-    back = float(text) if is_double else _AS_FLOAT32.unpack(_AS_FLOAT32.pack(float(text)))[0]
-    if back != value:
+    back = float(text)  # equal: it reads back as the same float32 too (value is one)
+    if back != value and (is_double or _AS_FLOAT32.unpack(_AS_FLOAT32.pack(back))[0] != value):
         text = f"{value:.17g}" if is_double else f"{value:.9g}"
     return text if ("." in text or "e" in text) else text + ".0"
 

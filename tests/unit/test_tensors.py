@@ -617,15 +617,29 @@ def write_decimal(value: float, is_double: bool) -> str:
     return text if "." in text or "e" in text else text + ".0"
 
 
-@pytest.mark.parametrize("np_type", [np.float32, np.float64])
-def test_float_rendering_matches_write_decimal_on_random_bits(np_type: Any) -> None:
+def random_floats(np_type: Any) -> np.ndarray:
+    """Any bit pattern, quarters (exact in decimal), and values in [0, 1)."""
     rng = np.random.default_rng(7)
     int_type = np.uint32 if np_type is np.float32 else np.uint64
     bits = rng.integers(0, np.iinfo(int_type).max, 3000, dtype=int_type, endpoint=True)
     quarters = (rng.integers(-(10**7), 10**7, 500) / 4).astype(np_type)
-    values = np.concatenate([bits.view(np_type), quarters, rng.random(500).astype(np_type)])
-    tokens = columnar_json(values).removeprefix('{"outputs":[').removesuffix("]}").split(",")
-    assert tokens == [write_decimal(v, np_type is np.float64) for v in values.tolist()]
+    return np.concatenate([bits.view(np_type), quarters, rng.random(500).astype(np_type)])
+
+
+def rendered(values: np.ndarray) -> list[str]:
+    return columnar_json(values).removeprefix('{"outputs":[').removesuffix("]}").split(",")
+
+
+@pytest.mark.parametrize("np_type", [np.float32, np.float64])
+def test_float_rendering_matches_write_decimal_on_random_bits(np_type: Any) -> None:
+    values = random_floats(np_type)  # one large array: rendered in bulk
+    assert rendered(values) == [write_decimal(v, np_type is np.float64) for v in values.tolist()]
+
+
+@pytest.mark.parametrize("np_type", [np.float32, np.float64])
+def test_small_arrays_render_value_by_value_like_write_decimal(np_type: Any) -> None:
+    for chunk in np.split(random_floats(np_type), 500):  # 8 values each: one at a time
+        assert rendered(chunk) == [write_decimal(v, np_type is np.float64) for v in chunk.tolist()]
 
 
 @pytest.mark.parametrize(
