@@ -319,7 +319,6 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._in_flight = 0  # batches running, including ones run without the scheduler
         self._last_batch_size = 0
-        self._started_size = 0  # examples in the batch started last
         self._batches = 0
         self._scheduler = spawn(self._schedule(), name=f"batcher-{model_name}")
 
@@ -343,14 +342,9 @@ class Batcher:
             return task.future.result(), task.batch_size
         self._queue.append(task)
         self._queued += size
-        if (
-            len(self._queue) == 1
-            or self._queued >= self._capacity
-            or self._queued - size < self._started_size <= self._queued
-        ):
-            # only a new head, a full batch or one as large as the last one started can
-            # change the scheduler's decision; waking it for every arrival cost ~10 µs of
-            # loop time per request (32 gRPC clients, tiny)
+        if len(self._queue) == 1 or self._queued >= self._capacity:
+            # only a new head or a full batch can change the scheduler's decision; waking it
+            # for every arrival cost ~10 µs of loop time per request (32 gRPC clients, tiny)
             self._wake()
         return await task.future, task.batch_size  # cancelling this cancels the queued task
 
@@ -413,9 +407,7 @@ class Batcher:
             now = loop.time()
             cut = "full" if self._queued >= self._capacity else "timeout"
             if cut == "timeout" and not self._options.batch_timeout_micros:
-                # no timeout: a partial batch starts once the queue is idle, or beside a
-                # running batch when it is as large as the one started last
-                cut = "beside" if self._in_flight else "idle"
+                cut = "idle"  # no timeout: a partial batch starts once the queue is idle
             batch = self._take(now)
             if not batch:
                 self._slots.release()
@@ -457,13 +449,10 @@ class Batcher:
 
         A full batch goes at once. With ``batch_timeout_micros`` a partial batch goes once its
         oldest request has waited that long (TF's rule). With no timeout, a partial batch goes
-        at once when no batch of this queue is running, or when it is as large as the batch
-        started last; otherwise it waits, and requests arriving meanwhile join it. Under load
-        the batch threads so run batches of about the same size side by side. (TF would start
-        it on any free thread; measured on the 784-2048-2048-10 MLP at 64 connections, that
-        ran 825 batches of one example for 146 full ones and served 2,140 requests/s. Waiting
-        for the running batch to finish instead ran one batch of ~32 at a time, on one worker:
-        1,832 REST / 2,439 gRPC examples/s, against 2,224 / 2,654 with this rule.)
+        at once when no batch of this queue is running, and otherwise waits for that batch to
+        finish: requests arriving meanwhile join it. (TF would start it on any free thread;
+        measured on the 784-2048-2048-10 MLP at 64 connections, that ran 825 batches of one
+        example for 146 full ones and served 2,140 requests/s.)
         """
         if not self._queue:
             return 0
@@ -473,7 +462,7 @@ class Batcher:
         if timeout:
             wait = self._queue[0].enqueued + timeout - now
             return wait if wait > 0 else None
-        return 0 if self._in_flight and self._queued < self._started_size else None
+        return 0 if self._in_flight else None
 
     def _take(self, now: float) -> list[_Task]:
         """Pop the head request and every later compatible one that fits, in queue order."""
@@ -507,7 +496,6 @@ class Batcher:
     async def _run_batch(self, batch: list[_Task], cut: str) -> None:
         total = sum(task.size for task in batch)
         padded = next((s for s in self._options.allowed_batch_sizes if s >= total), total)
-        self._started_size = total
         for task in batch:
             task.batch_size = padded
         if self._on_batch is not None:

@@ -110,7 +110,7 @@ class BatchRecord:
         self.size: Final = size  # examples run, padding included
         self.queued: Final = queued  # seconds each request waited in the queue
         self.pool: Final = pool  # the batching thread_pool_name
-        self.cut: Final = cut  # why it started now: "full", "timeout", "idle" or "beside"
+        self.cut: Final = cut  # why it started now: "full", "timeout" or "idle"
 
 
 @dataclass(frozen=True, slots=True)

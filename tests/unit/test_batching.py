@@ -275,51 +275,21 @@ def test_options_from_tf_serving_file() -> None:
     )
 
 
-def test_with_no_timeout_a_partial_batch_smaller_than_the_running_one_waits_for_it() -> None:
-    async def body(batcher: Batcher, model: FakeModel) -> None:
-        model.hold.clear()
-        first = submit(batcher, x(0.0, 1.0, 2.0))  # an idle queue: a batch of 3 starts at once
-        await until(lambda: batcher.statistics().running_batches == 1)
-        rest = [submit(batcher, x(float(i))) for i in (3, 4)]
-        await asyncio.sleep(0.05)  # a second batch thread is free, yet 2 < 3: nothing starts
-        assert batcher.statistics().running_batches == 1
-        assert batcher.statistics().queued_requests == 2
-        model.hold.set()
-        await asyncio.gather(first, *rest)
-
-    assert scenario(body, num_batch_threads=2).batches == [3, 2]
-
-
-def test_with_no_timeout_a_partial_batch_as_large_as_the_running_one_starts_beside_it() -> None:
-    async def body(batcher: Batcher, model: FakeModel) -> None:
-        model.hold.clear()
-        first = submit(batcher, x(0.0, 1.0))
-        await until(lambda: batcher.statistics().running_batches == 1)
-        second = submit(batcher, x(2.0))
-        await asyncio.sleep(0.05)  # 1 < 2: it waits
-        assert batcher.statistics().running_batches == 1
-        third = submit(batcher, x(3.0))  # 2 queued: as large as the one running
-        await until(lambda: batcher.statistics().running_batches == 2)
-        model.hold.set()
-        await asyncio.gather(first, second, third)
-
-    model = scenario(body, num_batch_threads=2)
-    assert model.batches == [2, 2]
-    assert [record.cut for record in model.records] == ["idle", "beside"]
-
-
-def test_with_no_timeout_a_second_batch_waits_for_a_batch_thread() -> None:
+def test_with_no_timeout_a_partial_batch_waits_for_the_running_one_even_with_a_free_thread() -> (
+    None
+):
     async def body(batcher: Batcher, model: FakeModel) -> None:
         model.hold.clear()
         first = submit(batcher, x(0.0))
         await until(lambda: batcher.statistics().running_batches == 1)
-        rest = [submit(batcher, x(float(i))) for i in (1, 2)]
-        await asyncio.sleep(0.05)  # large enough to start, but the only batch thread is busy
+        rest = [submit(batcher, x(float(i))) for i in (1, 2, 3)]
+        await asyncio.sleep(0.05)  # a second batch thread is free, yet nothing starts
         assert batcher.statistics().running_batches == 1
+        assert batcher.statistics().queued_requests == 3
         model.hold.set()
         await asyncio.gather(first, *rest)
 
-    assert scenario(body, num_batch_threads=1).batches == [1, 2]
+    assert scenario(body, num_batch_threads=2).batches == [1, 3]
 
 
 def test_a_full_batch_starts_on_a_free_thread_while_another_runs() -> None:
