@@ -6,7 +6,6 @@ import gzip
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -16,7 +15,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from support import TESTDATA, AserveProcess, Stubs
+from support import TESTDATA, AserveProcess, Stubs, wait_until
 
 EXAMPLE = ("--model_name=m", "--model_base_path=examples/models/half_plus_two")
 
@@ -192,7 +191,11 @@ def test_a_request_whose_client_left_never_runs(
         f'  config {{ name: "counter" base_path: "{TESTDATA / "saved_model_counter"}" }}\n}}\n'
     )
     gate = tmp_path / "gate.txt"
-    args = (f"--model_config_file={config}", "--num_worker_threads=1")
+    args = (
+        f"--model_config_file={config}",
+        "--num_worker_threads=1",
+        f"--monitoring_config_file={TESTDATA / 'monitoring_config.txt'}",
+    )
     with AserveProcess(*args) as server:
         server.wait_until_listening()
         holding = threading.Thread(
@@ -204,7 +207,9 @@ def test_a_request_whose_client_left_never_runs(
             daemon=True,
         )
         holding.start()  # the only worker is busy until the gate opens
-        time.sleep(1.0)
+        page = f"{server.url}/monitoring/prometheus/metrics"
+        gated = ':aserve:requests_in_flight{model_name="gate"} 1'
+        wait_until(lambda: gated in httpx.get(page).text, what="the gate request in flight")
         increment = {"signature_name": "incr_counter_by", "inputs": {"delta": 1.0}}
         for _ in range(5):  # each client gives up while its request waits for the worker
             with pytest.raises(httpx.TimeoutException):
