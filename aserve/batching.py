@@ -509,7 +509,7 @@ class Batcher:
                 self._fetches,
                 pad=self._options.pad_variable_length_inputs,
                 padded_size=padded,
-                timeout_ms=_batch_timeout_ms(batch, self._loop.time()),
+                timeout_ms=_batch_timeout_ms(batch, self._loop),
             )
         except Exception as e:
             error = e if isinstance(e, ServingError) else ServingError(Code.INTERNAL, repr(e))
@@ -527,10 +527,11 @@ class Batcher:
             self._last_batch_size, self._batches = total, self._batches + 1
 
 
-def _batch_timeout_ms(batch: Sequence[_Task], now: float) -> int:
+def _batch_timeout_ms(batch: Sequence[_Task], loop: asyncio.AbstractEventLoop) -> int:
     """The longest time any request of the batch still allows (0: no limit)."""
     if any(task.deadline is None for task in batch):
         return 0
+    now = loop.time()
     return max(1, int((max(task.deadline for task in batch if task.deadline) - now) * 1000))
 
 
